@@ -1,0 +1,140 @@
+"""Reorientation between a file's axis order and orgseg's canonical frame.
+
+The canonical frame (see :mod:`orgseg.core.volume`) puts the cranio-caudal axis first, so
+"axial slice" always means ``array[z]`` whatever the file's axis order. Only axis
+permutations and flips are applied: voxel values are never resampled, so the round trip
+is exact, and an oblique residual rotation stays in ``direction``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from orgseg.core.volume import Volume
+from orgseg.errors import DataContractError
+
+# canonical array axis n runs along world axis _WORLD_AXIS_OF[n] (LPS x=0, y=1, z=2)
+_WORLD_AXIS_OF = (2, 1, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Reorientation:
+    """How a volume was brought to the canonical frame, and its original geometry.
+
+    ``perm[n]`` is the original array axis that became canonical axis ``n``; ``flips[n]``
+    says whether canonical axis ``n`` was reversed.
+    """
+
+    perm: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: np.ndarray
+
+    @property
+    def is_identity(self) -> bool:
+        return self.perm == (0, 1, 2) and not any(self.flips)
+
+
+def _best_permutation(direction: np.ndarray) -> tuple[int, int, int]:
+    best: tuple[int, int, int] = (0, 1, 2)
+    best_score = -1.0
+    for perm in itertools.permutations(range(3)):
+        score = sum(abs(direction[perm[n], _WORLD_AXIS_OF[n]]) for n in range(3))
+        if score > best_score + 1e-9:
+            best, best_score = perm, score  # type: ignore[assignment]
+    return best
+
+
+def to_canonical(volume: Volume) -> tuple[Volume, Reorientation]:
+    """Permute and flip axes so the volume is in the canonical (S, P, L) frame.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any 3D volume with a valid direction matrix.
+
+    Returns
+    -------
+    canonical : Volume
+        A view (no copy) of the data with axis 0 inferior->superior, axis 1
+        anterior->posterior, axis 2 right->left; the same world positions per voxel.
+    reorientation : Reorientation
+        What :func:`from_canonical` needs to go back exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])  # axis0=L, axis1=A, axis2=S
+    >>> v = Volume(np.arange(24).reshape(2, 3, 4), direction=d)
+    >>> c, r = to_canonical(v)
+    >>> c.shape, r.perm, r.flips
+    ((4, 3, 2), (2, 1, 0), (False, True, False))
+    """
+    direction = volume.direction
+    if abs(np.linalg.det(direction)) < 1e-3:
+        raise DataContractError(
+            f"expected a non-degenerate direction matrix, got {direction.tolist()}; "
+            "the image header is corrupt: rewrite it with a valid orientation"
+        )
+    perm = _best_permutation(direction)
+    array = np.transpose(volume.array, perm)
+    spacing = [volume.spacing_mm[p] for p in perm]
+    new_dir = np.array([direction[p] for p in perm])
+    origin = np.array(volume.origin_mm, dtype=float)
+    flips = []
+    for n in range(3):
+        flip = bool(new_dir[n, _WORLD_AXIS_OF[n]] < 0)
+        flips.append(flip)
+        if flip:
+            origin = origin + (array.shape[n] - 1) * spacing[n] * new_dir[n]
+            new_dir[n] = -new_dir[n]
+            array = np.flip(array, axis=n)
+    canonical = Volume(
+        array,
+        spacing_mm=tuple(spacing),  # type: ignore[arg-type]
+        origin_mm=tuple(origin),  # type: ignore[arg-type]
+        direction=new_dir,
+    )
+    record = Reorientation(
+        perm=perm,
+        flips=tuple(flips),  # type: ignore[arg-type]
+        shape=volume.shape,
+        spacing_mm=volume.spacing_mm,
+        origin_mm=volume.origin_mm,
+        direction=volume.direction.copy(),
+    )
+    return canonical, record
+
+
+def from_canonical(array: np.ndarray, reorientation: Reorientation) -> Volume:
+    """Bring a canonical-frame array back to the original file's axis order and geometry.
+
+    Parameters
+    ----------
+    array : ndarray, shape (Z, Y, X)
+        An array on the canonical grid that :func:`to_canonical` produced.
+    reorientation : Reorientation
+        The record :func:`to_canonical` returned.
+    """
+    expected = tuple(reorientation.shape[p] for p in reorientation.perm)
+    if array.shape != expected:
+        raise DataContractError(
+            f"expected a canonical array of shape {expected}, got {array.shape}; "
+            "pass an array on the grid returned by to_canonical"
+        )
+    for n, flip in enumerate(reorientation.flips):
+        if flip:
+            array = np.flip(array, axis=n)
+    inverse = tuple(int(i) for i in np.argsort(reorientation.perm))
+    array = np.transpose(array, inverse)
+    return Volume(
+        np.ascontiguousarray(array),
+        spacing_mm=reorientation.spacing_mm,
+        origin_mm=reorientation.origin_mm,
+        direction=reorientation.direction,
+    )

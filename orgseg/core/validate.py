@@ -1,0 +1,57 @@
+"""Checks that an image is a usable CT, with errors that say what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orgseg.core.volume import Volume
+from orgseg.errors import DataContractError
+
+AIR_HU = -500.0
+
+
+def check_geometry(volume: Volume, *, name: str = "image") -> None:
+    """Raise :class:`DataContractError` for empty images or non-positive spacing."""
+    if volume.array.size == 0 or min(volume.shape) < 1:
+        raise DataContractError(
+            f"{name}: the image is empty (shape {volume.shape}); "
+            "check that the file holds pixel data"
+        )
+    spacing = np.asarray(volume.spacing_mm)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise DataContractError(
+            f"{name}: expected positive voxel spacing, got {volume.spacing_mm} mm; "
+            "fix the header (pixdim / PixelSpacing / SliceThickness)"
+        )
+
+
+def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -> None:
+    """Validate a CT volume: 3D, finite, positive spacing, and a CT intensity range.
+
+    A CT in Hounsfield units holds air (about -1000 HU) around the patient; an image
+    with no value below ``AIR_HU`` is most likely not a CT in HU (an MR, a CT already
+    cropped to the body, or an image stored without its rescale slope/intercept).
+    Pass ``require_air=False`` for tightly cropped CTs.
+    """
+    check_geometry(volume, name=name)
+    arr = volume.array
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise DataContractError(
+            f"{name}: expected finite intensities, found {bad} NaN/inf voxel(s); "
+            "the image is corrupt or was saved from a failed computation"
+        )
+    lo = float(arr.min())
+    hi = float(arr.max())
+    if require_air and lo > AIR_HU:
+        raise DataContractError(
+            f"{name}: expected a CT in Hounsfield units with air (< {AIR_HU:.0f} HU) around "
+            f"the patient, got intensities {lo:.0f}..{hi:.0f}; is this an MR, or a CT "
+            "without its rescale intercept? For a CT already cropped to the body, "
+            "disable the air check"
+        )
+    if lo < -4000 or hi > 40000:
+        raise DataContractError(
+            f"{name}: intensities {lo:.0f}..{hi:.0f} are outside any CT range; "
+            "expected Hounsfield units"
+        )

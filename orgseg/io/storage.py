@@ -1,0 +1,163 @@
+"""URLs to bytes and local paths, through fsspec: local paths, ``s3://``, ``memory://``.
+
+Writes are atomic: data goes to a temporary name and is committed (renamed, or uploaded
+in one PUT for object stores) only when complete, so a crash never leaves a half-written
+output under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from orgseg.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """``("ct", ".nii.gz")`` for ``"ct.nii.gz"``; knows double suffixes.
+
+    >>> split_suffix("a/b/ct.nii.gz"), split_suffix("x.mha"), split_suffix("dir")
+    (('a/b/ct', '.nii.gz'), ('x', '.mha'), ('dir', ''))
+    """
+    lower = name.lower()
+    for s in _DOUBLE_SUFFIXES:
+        if lower.endswith(s):
+            return name[: -len(s)], name[-len(s) :]
+    stem, ext = os.path.splitext(name)
+    return stem, ext
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and in-filesystem path for a URL."""
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise StorageError(
+            f"cannot open {url!r}: {exc}. Use a local path, s3://bucket/key or memory://path"
+        ) from None
+
+
+def join_url(base: str, *parts: str) -> str:
+    """Join path parts onto a URL or local path with '/'."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(fs.exists(path))
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise StorageError(f"{url!r} does not exist; check the path or URL") from None
+    except IsADirectoryError:
+        raise StorageError(f"{url!r} is a folder, expected a file") from None
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` atomically."""
+    with atomic_local_path(url) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+@contextlib.contextmanager
+def local_copy(url: str) -> Iterator[str]:
+    """A local path holding ``url``'s content (the file itself when it is already local).
+
+    Remote files and folders (a DICOM series under a prefix) are staged into a temporary
+    folder that keeps their names, so readers still detect formats by extension.
+    """
+    if is_local(url):
+        path = _local_path(url)
+        if not os.path.exists(path):
+            raise StorageError(f"{url!r} does not exist; check the path")
+        yield path
+        return
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        raise StorageError(f"{url!r} does not exist; check the URL and credentials")
+    tmpdir = tempfile.mkdtemp(prefix="orgseg-stage-")
+    try:
+        name = path.rstrip("/").rsplit("/", 1)[-1] or "data"
+        target = os.path.join(tmpdir, name)
+        if fs.isdir(path):
+            os.makedirs(target)
+            for remote in fs.find(path):
+                rel = remote[len(path.rstrip("/")) + 1 :]
+                dest = os.path.join(target, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                fs.get_file(remote, dest)
+        else:
+            fs.get_file(path, target)
+        log.debug("staged %s to %s", url, target)
+        yield target
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_local_path(url: str) -> Iterator[str]:
+    """Yield a local temporary path to write; commit it to ``url`` on success only.
+
+    The temporary name keeps the suffix of ``url`` (writers pick the format from it).
+    On an exception the temporary file is removed and nothing appears at ``url``.
+    """
+    _, suffix = split_suffix(url)
+    if is_local(url):
+        final = _local_path(url)
+        parent = os.path.dirname(os.path.abspath(final))
+        os.makedirs(parent, exist_ok=True)
+        base = os.path.basename(final)
+        tmp = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+        try:
+            yield tmp
+            if not os.path.exists(tmp):
+                raise StorageError(f"nothing was written for {url!r}")
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    fs, path = filesystem(url)
+    fd, tmp = tempfile.mkstemp(prefix="orgseg-out-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        # an object store PUT is atomic: readers see the old object or the whole new one
+        try:
+            parent = path.rsplit("/", 1)[0]
+            if parent and not url.startswith("s3://"):
+                fs.makedirs(parent, exist_ok=True)
+            fs.put_file(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {url!r}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

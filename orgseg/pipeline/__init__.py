@@ -1,0 +1,1 @@
+"""Pipeline stages: importable, idempotent functions of (config, input URLs) -> output URLs."""
