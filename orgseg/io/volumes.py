@@ -160,6 +160,8 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                     f"{url}: expected an image file ({', '.join(IMAGE_SUFFIXES)}) or a DICOM "
                     f"series folder, got a file with suffix {suffix!r}"
                 )
+            if suffix.lower() in (".nii", ".nii.gz"):
+                return _read_nifti(path, url)
             try:
                 image = sitk.ReadImage(path)
             except RuntimeError as exc:
@@ -168,6 +170,77 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                     "truncated, corrupt or not an image: re-download or re-export it"
                 ) from None
     return _from_sitk(image, url)
+
+
+def _read_nifti(path: str, url: str) -> Volume:
+    """NIfTI through nibabel: ITK silently zero-fills truncated gzip files, turns NaN into
+    0 and replaces a zero pixdim by 1 mm; nibabel reports all three."""
+    import nibabel as nib
+
+    _check_nifti_header(path, url)
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+    except Exception as exc:  # nibabel and gzip raise many types for damaged files
+        raise DataContractError(
+            f"{url}: cannot read the image ({type(exc).__name__}: {exc}); the file is "
+            "truncated, corrupt or not an image: re-download or re-export it"
+        ) from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataContractError(
+            f"{url}: expected a 3D image, got a {data.ndim}D image of shape {data.shape}; "
+            "orgseg segments 3D CT volumes (split 4D series, stack 2D slices into a series)"
+        )
+    if 1 in data.shape:
+        raise DataContractError(
+            f"{url}: expected a 3D volume, got a single slice (shape {data.shape}); "
+            "a 2D image cannot be segmented in 3D"
+        )
+    affine = np.asarray(image.affine, dtype=float)
+    ras_to_lps = np.array([-1.0, -1.0, 1.0])
+    columns = affine[:3, :3] * ras_to_lps[:, None]  # column c: file axis c (i, j, k) in LPS
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
+        raise DataContractError(
+            f"{url}: expected positive voxel spacing, the affine gives {spacing.tolist()} mm; "
+            "fix the NIfTI header"
+        )
+    direction = np.stack([columns[:, 2 - a] / spacing[2 - a] for a in range(3)])
+    volume = Volume(
+        np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
+        spacing_mm=tuple(float(spacing[2 - a]) for a in range(3)),  # type: ignore[arg-type]
+        origin_mm=tuple(affine[:3, 3] * ras_to_lps),  # type: ignore[arg-type]
+        direction=direction,
+    )
+    check_geometry(volume, name=url)
+    return volume
+
+
+def _check_nifti_header(path: str, url: str) -> None:
+    """Refuse zero or negative pixdim (readers would silently replace them)."""
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            # check=False: read pixdim as stored (nibabel's checks would "fix" it silently)
+            header = nib.Nifti1Header.from_fileobj(fh, check=False)
+    except Exception as exc:  # nibabel raises many types for a damaged header
+        raise DataContractError(
+            f"{url}: cannot read the NIfTI header ({type(exc).__name__}: {exc}); the file is "
+            "truncated, corrupt or not NIfTI: re-download or re-export it"
+        ) from None
+    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    ndim = int(header["dim"][0])
+    if ndim >= 3 and any(not (v > 0) for v in pixdim[: min(ndim, 3)]):
+        raise DataContractError(
+            f"{url}: expected positive voxel spacing, the NIfTI header says pixdim "
+            f"{pixdim} mm; fix the header (pixdim[1:4]) or re-export the image"
+        )
 
 
 def _looks_like_dicom(path: str) -> bool:
