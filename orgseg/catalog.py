@@ -101,16 +101,16 @@ def check_organs(names: Iterable[str]) -> tuple[str, ...]:
 def label_ids(organs: Iterable[str]) -> dict[str, int]:
     """Label ids for a multi-label map of ``organs``.
 
-    The strategy-2 organs keep their fixed ids; any other catalog organ gets the next
-    free id after them, in catalog order, so ids are stable for a given organ set.
+    The strategy-2 organs keep their fixed ids 1-19; the other seven catalog organs get
+    fixed ids 20-26 in catalog order, so an organ's id never depends on the organ set.
 
     >>> label_ids(["liver", "spleen"])
     {'liver': 11, 'spleen': 15}
     """
     organs = check_organs(organs)
-    ids = {o: STRATEGY2_LABELS[o] for o in organs if o in STRATEGY2_LABELS}
-    extra = [o.name for o in STRATEGY1_ORGANS if o.name in organs and o.name not in ids]
-    next_id = len(STRATEGY2_ORGANS) + 1
-    for name in extra:
-        ids[name] = next_id + [o.name for o in STRATEGY1_ORGANS].index(name)
-    return {o: ids[o] for o in organs}
+    extras = [o.name for o in STRATEGY1_ORGANS if o.name not in STRATEGY2_LABELS]
+    first_extra = len(STRATEGY2_ORGANS) + 1
+    return {
+        o: STRATEGY2_LABELS[o] if o in STRATEGY2_LABELS else first_extra + extras.index(o)
+        for o in organs
+    }

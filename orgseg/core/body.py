@@ -36,15 +36,23 @@ def _block_factors(spacing_mm: Sequence[float], working_spacing_mm: float) -> tu
     return tuple(max(1, int(round(working_spacing_mm / s))) for s in spacing_mm)  # type: ignore[return-value]
 
 
-def _block_mean(ct: np.ndarray, factors: tuple[int, int, int], fill: float) -> np.ndarray:
-    fz, fy, fx = factors
-    z, y, x = ct.shape
-    pads = [(0, (-n) % f) for n, f in zip(ct.shape, factors)]
-    if any(p[1] for p in pads):
+def _plane_means(ct: np.ndarray, fy: int, fx: int, fill: float) -> np.ndarray:
+    """Mean HU of fy x fx in-plane blocks, for every axial slice: (Z, Y/fy, X/fx)."""
+    pads = [(0, 0), (0, (-ct.shape[1]) % fy), (0, (-ct.shape[2]) % fx)]
+    if pads[1][1] or pads[2][1]:
         ct = np.pad(ct, pads, mode="constant", constant_values=fill)
-        z, y, x = ct.shape
-    blocks = ct.reshape(z // fz, fz, y // fy, fy, x // fx, fx)
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    z, y, x = ct.shape
+    return ct.reshape(z, y // fy, fy, x // fx, fx).mean(axis=(2, 4), dtype=np.float32)
+
+
+def _z_max(plane_means: np.ndarray, fz: int, fill: float) -> np.ndarray:
+    """Coarse blocks along z: the maximum of the slices' block means, so a block holds
+    body as soon as one of its slices does (the exact ends are settled per slice later)."""
+    pad = (-plane_means.shape[0]) % fz
+    if pad:
+        plane_means = np.pad(plane_means, [(0, pad), (0, 0), (0, 0)], constant_values=fill)
+    z, y, x = plane_means.shape
+    return plane_means.reshape(z // fz, fz, y, x).max(axis=1)
 
 
 def _otsu(values: np.ndarray, lo: float, hi: float) -> float:
@@ -145,7 +153,8 @@ def body_mask(
         raise DataContractError(f"expected a non-empty CT, got shape {ct_hu.shape}")
     lo, hi = threshold_range_hu
     factors = _block_factors(spacing_mm, working_spacing_mm)
-    coarse = _block_mean(ct_hu, factors, fill=-1024.0)
+    plane_means = _plane_means(ct_hu, factors[1], factors[2], fill=-1024.0)
+    coarse = _z_max(plane_means, factors[0], fill=-1024.0)
     coarse_spacing = [s * f for s, f in zip(spacing_mm, factors)]
 
     thresholds = np.array([_otsu(coarse[z], lo, hi) for z in range(coarse.shape[0])], np.float32)
@@ -176,16 +185,23 @@ def body_mask(
 
     # back to full resolution: interior from the coarse mask, skin band from the threshold
     plane = np.zeros((3, 3, 3), bool)
-    plane[1] = True
+    plane[1] = ndimage.generate_binary_structure(2, 1)
     inner = ndimage.binary_erosion(kept, structure=plane, border_value=0)
     band = ndimage.binary_dilation(kept, structure=plane) & ~inner
     shape = ct_hu.shape
+    slice_thr = np.repeat(thresholds, factors[0])[: shape[0]]
+    # each slice of a kept block holds body only where its own tissue says so: this settles
+    # where the body starts and ends along z at full resolution (head top, feet, FOV ends)
+    kept_z = np.repeat(kept, factors[0], axis=0)[: shape[0]]
+    tissue = plane_means > slice_thr[:, None, None]
+    kept_area = kept_z.sum(axis=(1, 2))
+    present = (tissue & kept_z).sum(axis=(1, 2)) >= 0.3 * np.maximum(kept_area, 1)
     full_inner = _upsample(inner, factors, shape)
     full_band = _upsample(band, factors, shape)
-    full_thr = np.repeat(thresholds, factors[0])[: shape[0]]
     out = full_band
-    out &= ct_hu > full_thr[:, None, None]
+    out &= ct_hu > slice_thr[:, None, None]
     out |= full_inner
+    out[~present] = False
     return out
 
 

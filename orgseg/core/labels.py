@@ -59,7 +59,7 @@ def compose_label_map(
     if not masks:
         raise DataContractError("expected at least one organ mask, got none")
     shape = next(iter(masks.values())).shape
-    out = np.zeros(shape, dtype=dtype)
+    out: np.ndarray = np.zeros(shape, dtype=dtype)
     for organ, mask in masks.items():
         if mask.shape != shape:
             raise DataContractError(

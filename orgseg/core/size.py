@@ -61,8 +61,8 @@ def water_equivalent_diameter(
 
 def effective_diameter(body: np.ndarray, *, spacing_mm: Sequence[float]) -> np.ndarray:
     """sqrt(AP x LAT) per axial slice in mm (nan for slices without body)."""
-    ap_rows = body.any(axis=2)  # (Z, Y)
-    lat_cols = body.any(axis=1)  # (Z, X)
+    ap_rows = np.asarray(body.any(axis=2))  # (Z, Y)
+    lat_cols = np.asarray(body.any(axis=1))  # (Z, X)
 
     def extent(rows: np.ndarray, step: float) -> np.ndarray:
         n = rows.shape[1]

@@ -22,10 +22,15 @@ OBLIQUE = np.array(
 OBLIQUE = OBLIQUE / np.linalg.norm(OBLIQUE, axis=1, keepdims=True)
 
 
-def ct_volume(direction=np.eye(3)[[2, 1, 0]], shape=(6, 7, 8)) -> Volume:
+CANONICAL = np.eye(3)[[2, 1, 0]]
+
+
+def ct_volume(direction=CANONICAL, shape=(6, 7, 8)) -> Volume:
     rng = np.random.default_rng(0)
     arr = rng.integers(-1000, 500, size=shape).astype(np.int16)
-    return Volume(arr, spacing_mm=(2.5, 0.7, 0.9), origin_mm=(-10.0, 20.5, 3.0), direction=direction)
+    return Volume(
+        arr, spacing_mm=(2.5, 0.7, 0.9), origin_mm=(-10.0, 20.5, 3.0), direction=direction
+    )
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -134,10 +139,14 @@ def test_missing_file_is_a_storage_error(tmp_path):
 
 
 def test_2d_and_4d_images_are_rejected(tmp_path):
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 10), np.int16)), str(tmp_path / "a.nii.gz"))
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.zeros((10, 10), np.int16)), str(tmp_path / "a.nii.gz")
+    )
     with pytest.raises(DataContractError, match="3D"):
         read_volume(str(tmp_path / "a.nii.gz"))
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.int16), np.eye(4)), str(tmp_path / "b.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.int16), np.eye(4)), str(tmp_path / "b.nii.gz")
+    )
     with pytest.raises(DataContractError, match="3D"):
         read_volume(str(tmp_path / "b.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 1), np.int16), np.eye(4)), str(tmp_path / "c.nii.gz"))

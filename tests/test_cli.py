@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from orgseg import __version__
+from orgseg.cli import main
+from orgseg.io import read_volume
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_body_mask_and_crop_on_real_ct(tmp_path, real_ct_path, capsys):
+    mask_url, crop_url = str(tmp_path / "mask.nii.gz"), str(tmp_path / "crop.nii.gz")
+    rc = main(
+        [
+            "body-mask",
+            "-i",
+            str(real_ct_path),
+            "-o",
+            mask_url,
+            "--crop-out",
+            crop_url,
+            "--margin-mm",
+            "6",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    ct, mask, cropped = read_volume(str(real_ct_path)), read_volume(mask_url), read_volume(crop_url)
+    assert mask.same_grid(ct)  # written in the input's own geometry
+    assert report["voxels"] == int(mask.array.sum()) > 0
+    assert report["size_group"] == "adult"
+    assert np.prod(cropped.shape) < np.prod(ct.shape)
+    assert cropped.array.dtype == ct.array.dtype
+
+
+def test_metrics_cli_writes_the_documented_json(tmp_path, real_seg_path):
+    out = tmp_path / "m.json"
+    rc = main(
+        [
+            "metrics",
+            "--pred",
+            str(real_seg_path),
+            "--ref",
+            str(real_seg_path),
+            "-o",
+            str(out),
+            "--labels",
+            "liver=5",
+            "spleen=1",
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert set(data) == {"liver", "spleen"}
+    assert set(data["liver"]) == {"dice", "jaccard", "msd_mm", "hd_mm", "hd95_mm", "vd_ml"}
+    assert data["liver"]["dice"] == 1.0 and data["liver"]["hd_mm"] == 0.0
+
+
+def test_metrics_cli_rejects_bad_labels_and_grids(tmp_path, real_seg_path, real_ct_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "metrics",
+                "--pred",
+                str(real_seg_path),
+                "--ref",
+                str(real_seg_path),
+                "-o",
+                str(tmp_path / "m.json"),
+                "--labels",
+                "liver",
+            ]
+        )
+    assert "NAME=ID" in capsys.readouterr().err
+    dicom_seg = str(real_seg_path).replace("example_seg", "example_seg_dicom")
+    rc = main(
+        [
+            "metrics",
+            "--pred",
+            dicom_seg,
+            "--ref",
+            str(real_seg_path),
+            "-o",
+            str(tmp_path / "m.json"),
+        ]
+    )
+    assert rc == 2
+    assert "same voxel grid" in capsys.readouterr().err
+
+
+def test_phantoms_cli_writes_a_registered_multi_source_set(tmp_path, capsys):
+    rc = main(
+        ["phantoms", "-o", str(tmp_path / "ph"), "--sources", "2", "--cases", "2", "--seed", "3"]
+    )
+    assert rc == 0
+    from orgseg.sources.registry import load_registry
+
+    reg = load_registry((tmp_path / "ph" / "sources.yaml").read_text())
+    assert reg.names() == ("phantom_src1", "phantom_src2")
+    src = reg["phantom_src1"]
+    lab = read_volume(
+        str(tmp_path / "ph" / "phantom_src1" / "labelsTr" / "phantom_src1_000.nii.gz")
+    )
+    present = set(np.unique(lab.array)) - {0}
+    assert present <= {v for vs in src.labels.values() for v in vs}
+    assert (tmp_path / "ph" / "phantom_src1" / "test_cases.txt").read_text().split() == [
+        "phantom_src1_001"
+    ]
+
+
+def test_missing_input_is_one_clear_line(tmp_path, capsys):
+    rc = main(["body-mask", "-i", str(tmp_path / "none.nii.gz"), "-o", str(tmp_path / "m.nii.gz")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_sources_cli_lists_registry(capsys):
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert "totalsegmentator" in out and "kits19" in out
