@@ -25,7 +25,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: setup
-	$(BIN)/python -m orgseg demo --out demo-run
+	$(BIN)/orgseg demo -c jobs/demo.yaml
 
 lint: setup
 	$(BIN)/ruff check orgseg tests benchmarks

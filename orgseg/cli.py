@@ -77,11 +77,40 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.demo import format_table, run_demo
+def _load_config(path: str):  # noqa: ANN202
+    from orgseg.config import load_run_config
+    from orgseg.io import read_bytes
 
-    result = run_demo(args.out, seed=args.seed)
-    sys.stdout.write(format_table(result) + "\n")
+    return load_run_config(read_bytes(path).decode(), where=path)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orgseg.pipeline.demo import run_demo
+    from orgseg.pipeline.phantom_set import PhantomSetConfig
+
+    config = _load_config(args.config)
+    result = run_demo(
+        config, PhantomSetConfig(n_sources=args.sources, n_cases=args.cases, seed=args.seed)
+    )
+    sys.stdout.write(
+        f"\nHeld-out test cases, Dice vs phantom ground truth:\n{result.report}\n"
+        f"wall time: {result.wall_s:.0f} s; everything is under {config.run_root}/\n"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orgseg.pipeline.run import run_stage
+
+    run_stage(_load_config(args.config), args.stage)
+    return 0
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    from orgseg.pipeline.run import train_all
+
+    wall = train_all(_load_config(args.config), executor=args.executor)
+    sys.stdout.write(f"train-all finished in {wall:.0f} s\n")
     return 0
 
 
@@ -121,8 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("demo", help="run the demo on synthetic phantoms (make demo)")
-    p.add_argument("--out", default="demo-run", help="output folder (default demo-run)")
+    from orgseg.pipeline.stages import STAGE_NAMES
+
+    p = sub.add_parser("run", help="run one stage of a training run")
+    p.add_argument("stage", choices=list(STAGE_NAMES))
+    p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train-all", help="run every stage in order, skipping what is done")
+    p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
+    p.add_argument("--executor", choices=["local"], default="local")
+    p.set_defaults(func=cmd_train_all)
+
+    p = sub.add_parser("demo", help="phantoms + the whole pipeline on CPU (make demo)")
+    p.add_argument("-c", "--config", default="jobs/demo.yaml", help="default jobs/demo.yaml")
+    p.add_argument("--sources", type=int, default=3)
+    p.add_argument("--cases", type=int, default=6, help="cases per source (default 6)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 

@@ -38,7 +38,7 @@ HU = {
     "spleen": 140.0,
     "kidneys": 190.0,
     "lungs": -850.0,
-    "heart": 30.0,
+    "heart": 170.0,  # contrast-enhanced blood pool
     "aorta": 260.0,
     "stomach": -30.0,
     "urinary_bladder": 5.0,

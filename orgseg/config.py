@@ -1,0 +1,133 @@
+"""The run configuration: one YAML file, loaded at the edge into frozen dataclasses.
+
+Every stage takes the root :class:`RunConfig` (or one of its parts). Unknown keys are an
+error that lists the valid ones; variants are made with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import yaml
+
+from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
+from orgseg.configtools import load_dataclass
+from orgseg.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SplitConfig:
+    test_fraction: float = 0.1
+    n_folds: int = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingConfig:
+    """How long one (dataset, fold) unit trains. The reference setup: 2000 epochs."""
+
+    epochs: int = 2000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    save_every_epochs: int = 50
+    initial_lr: float = 0.01
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NnunetConfig:
+    configuration: str = "3d_fullres"
+    dataset_id_base: int = 500
+    #: scales the features per stage of the planned network (1.0 = nnU-Net's own plan);
+    #: a smaller network is written as a derived plans configuration, not a code path
+    features_scale: float = 1.0
+    num_processes: int = 1
+    device: Literal["cpu", "cuda"] = "cpu"
+    use_mirroring: bool = False
+    tile_step_size: float = 0.5
+    #: local POSIX folder for nnUNet_raw/preprocessed/results; default: <run_root>/nnunet
+    work_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyCropConfig:
+    enabled: bool = True
+    margin_mm: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PseudoLabelConfig:
+    shards: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationConfig:
+    #: optional folder of full reference label maps (catalog label ids), e.g. phantom truth
+    ground_truth_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """One training run: data, organs, splits, nnU-Net settings and budgets."""
+
+    run_root: str
+    data_root: str
+    registry: str | None = None
+    sources: tuple[str, ...] = ()
+    seed: int = 0
+    strategy1_organs: tuple[str, ...] = tuple(o.name for o in STRATEGY1_ORGANS)
+    strategy2_organs: tuple[str, ...] = STRATEGY2_ORGANS
+    split: SplitConfig = field(default_factory=SplitConfig)
+    body_crop: BodyCropConfig = field(default_factory=BodyCropConfig)
+    nnunet: NnunetConfig = field(default_factory=NnunetConfig)
+    strategy1_training: TrainingConfig = field(default_factory=TrainingConfig)
+    strategy2_training: TrainingConfig = field(default_factory=TrainingConfig)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        check_organs(self.strategy1_organs)
+        check_organs(self.strategy2_organs)
+        missing = sorted(set(self.strategy2_organs) - set(self.strategy1_organs))
+        if missing:
+            raise ConfigError(
+                f"strategy2_organs {missing} are not in strategy1_organs: strategy 2 learns "
+                "from strategy-1 pseudo-labels, so add them to strategy1_organs"
+            )
+        for name, t in (
+            ("strategy1_training", self.strategy1_training),
+            ("strategy2_training", self.strategy2_training),
+        ):
+            bad = [f for f in t.folds if not 0 <= f < self.split.n_folds]
+            if bad or not t.folds or t.epochs < 1 or t.iterations_per_epoch < 1:
+                raise ConfigError(
+                    f"{name}: expected folds within 0..{self.split.n_folds - 1}, epochs >= 1 "
+                    f"and iterations_per_epoch >= 1; got folds {list(t.folds)}, epochs "
+                    f"{t.epochs}, iterations {t.iterations_per_epoch}"
+                )
+        if not 0.0 <= self.split.test_fraction < 1.0 or self.split.n_folds < 2:
+            raise ConfigError(
+                f"split: expected 0 <= test_fraction < 1 and n_folds >= 2, got "
+                f"{self.split.test_fraction}, {self.split.n_folds}"
+            )
+        if not 0 < self.nnunet.features_scale <= 1.0:
+            raise ConfigError(
+                f"nnunet.features_scale must be in (0, 1], got {self.nnunet.features_scale}"
+            )
+        if not 1 <= self.nnunet.dataset_id_base <= 999 - 100:
+            raise ConfigError(
+                f"nnunet.dataset_id_base must be 1..899 (ids base..base+100 are used), got "
+                f"{self.nnunet.dataset_id_base}"
+            )
+
+
+def parse_run_config(data: object, *, where: str = "config") -> RunConfig:
+    return load_dataclass(RunConfig, data, where=where)
+
+
+def load_run_config(text: str, *, where: str = "config") -> RunConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    return parse_run_config(data, where=where)

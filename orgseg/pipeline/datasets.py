@@ -1,0 +1,124 @@
+"""Building nnU-Net datasets from the run's cropped cases (shared by both strategies)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from orgseg.catalog import ORGANS
+from orgseg.config import RunConfig
+from orgseg.core.splits import k_fold, stable_seed
+from orgseg.core.volume import Volume
+from orgseg.errors import ConfigError
+from orgseg.io import read_volume, write_volume
+from orgseg.io.storage import is_local, local_copy
+from orgseg.nnunet.datasets import (
+    dataset_name,
+    image_path,
+    label_path,
+    make_dataset_json,
+    verify_dataset,
+    write_dataset_json,
+    write_splits,
+)
+from orgseg.nnunet.env import nnunet_env
+from orgseg.nnunet.plan import plan_and_preprocess
+from orgseg.pipeline.layout import RunLayout
+
+log = logging.getLogger(__name__)
+
+STRATEGY2_OFFSET = 100
+_BUILT = "orgseg_dataset.json"
+
+
+def strategy1_dataset(config: RunConfig, organ: str) -> tuple[int, str]:
+    """Deterministic id and folder name of an organ's binary dataset.
+
+    Ids are ``dataset_id_base + catalog index``, whatever organs a run trains.
+    """
+    index = list(ORGANS).index(organ)
+    dataset_id = config.nnunet.dataset_id_base + index
+    return dataset_id, dataset_name(dataset_id, "".join(p.title() for p in organ.split("_")))
+
+
+def strategy2_dataset(config: RunConfig) -> tuple[int, str]:
+    dataset_id = config.nnunet.dataset_id_base + STRATEGY2_OFFSET
+    return dataset_id, dataset_name(dataset_id, "Strategy2")
+
+
+def _link_or_copy(src_url: str, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    if is_local(src_url):
+        try:
+            os.link(src_url, dst)
+            return
+        except OSError:
+            pass
+    with local_copy(src_url) as path:
+        shutil.copyfile(path, dst)
+
+
+def build_dataset(
+    config: RunConfig,
+    *,
+    dataset_id: int,
+    name: str,
+    labels: Mapping[str, int],
+    case_ids: Sequence[str],
+    label_of: Callable[[str, Volume], np.ndarray],
+    description: str,
+) -> str:
+    """Write, verify, plan and preprocess one nnU-Net dataset; write its CV splits.
+
+    ``label_of(case_id, cropped_ct)`` returns the case's label array on the cropped grid.
+    Returns the configuration name to train. Skipped (but re-planned if needed) when the
+    same case list was already written.
+    """
+    layout = RunLayout.of(config)
+    paths = layout.nnunet.make()
+    folder = paths.raw / name
+    if len(case_ids) < config.split.n_folds:
+        raise ConfigError(
+            f"{name}: {len(case_ids)} training case(s), fewer than the {config.split.n_folds} "
+            "CV folds; add cases (or sources labelling this organ) or lower split.n_folds"
+        )
+    built = folder / _BUILT
+    expected = {"cases": sorted(case_ids), "labels": dict(labels)}
+    if not (built.exists() and json.loads(built.read_text()) == expected):
+        if folder.exists():
+            shutil.rmtree(folder)
+        for i, case_id in enumerate(sorted(case_ids), start=1):
+            ct_url = layout.cropped_ct(case_id)
+            ct = read_volume(ct_url)
+            _link_or_copy(ct_url, image_path(folder, case_id))
+            write_volume(
+                ct.with_array(label_of(case_id, ct).astype(np.uint8)),
+                str(label_path(folder, case_id)),
+            )
+            if i % 10 == 0 or i == len(case_ids):
+                log.info("%s: wrote %d/%d cases", name, i, len(case_ids))
+        write_dataset_json(
+            folder,
+            make_dataset_json(labels=labels, n_training=len(case_ids), description=description),
+        )
+        with nnunet_env(paths):
+            verify_dataset(folder, num_processes=config.nnunet.num_processes)
+        built.write_text(json.dumps(expected))
+    configuration = plan_and_preprocess(
+        paths,
+        dataset_id,
+        configuration=config.nnunet.configuration,
+        features_scale=config.nnunet.features_scale,
+        num_processes=config.nnunet.num_processes,
+    )
+    folds = k_fold(case_ids, n_folds=config.split.n_folds, seed=stable_seed(config.seed, name))
+    write_splits(paths.preprocessed / name, folds)
+    return configuration

@@ -1,0 +1,55 @@
+"""Where a run keeps its files, under one run root (see README "Run layout")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orgseg.config import RunConfig
+from orgseg.io import join_url
+from orgseg.nnunet.env import NnunetPaths
+
+
+@dataclass(frozen=True, slots=True)
+class RunLayout:
+    root: str
+    nnunet_dir: str
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RunLayout:
+        work = config.nnunet.work_dir or join_url(config.run_root, "nnunet")
+        return cls(config.run_root, work)
+
+    @property
+    def nnunet(self) -> NnunetPaths:
+        return NnunetPaths(Path(self.nnunet_dir))
+
+    def manifest(self) -> str:
+        return join_url(self.root, "manifest.json")
+
+    def case_record(self, case_id: str) -> str:
+        return join_url(self.root, "cases", f"{case_id}.json")
+
+    def cropped_ct(self, case_id: str) -> str:
+        return join_url(self.root, "cases", f"{case_id}_ct.nii.gz")
+
+    def manual_masks(self, case_id: str) -> str:
+        return join_url(self.root, "cases", f"{case_id}_manual.npz")
+
+    def cv_dice(self, strategy: int) -> str:
+        return join_url(self.root, f"strategy{strategy}", "cv_dice.json")
+
+    def pseudo_mask(self, case_id: str, organ: str) -> str:
+        return join_url(self.root, "pseudo", case_id, f"{organ}.nii.gz")
+
+    def pseudo_record(self, case_id: str, organ: str) -> str:
+        return join_url(self.root, "pseudo", case_id, f"{organ}.json")
+
+    def fused(self, case_id: str) -> str:
+        return join_url(self.root, "fused", f"{case_id}.nii.gz")
+
+    def model(self, strategy: int) -> str:
+        return join_url(self.root, "models", f"strategy{strategy}")
+
+    def prediction(self, strategy: int, case_id: str) -> str:
+        return join_url(self.root, "predictions", f"strategy{strategy}", f"{case_id}.nii.gz")

@@ -1,0 +1,137 @@
+"""Fusion of manual and pseudo masks, and strategy 2: one multi-label nnU-Net.
+
+The strategy-2 nnU-Net dataset uses consecutive training ids 1..K (nnU-Net requires
+them); the exported model maps them back to orgseg's fixed catalog ids
+(``orgseg_model.json``), so every label map orgseg writes uses the catalog ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from orgseg.catalog import label_ids
+from orgseg.config import RunConfig
+from orgseg.core.fusion import fuse_by_priority
+from orgseg.core.volume import Volume
+from orgseg.errors import JobError
+from orgseg.io import exists, read_bytes, read_volume, write_volume
+from orgseg.nnunet.train import UnitResult, model_folder, read_unit, train_unit
+from orgseg.pipeline.cases import load_manifest, load_manual_masks
+from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
+from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.pseudo import load_pseudo
+from orgseg.pipeline.strategy1 import configuration_name
+
+log = logging.getLogger(__name__)
+
+MODEL_INFO = "orgseg_model.json"
+
+
+def training_ids(config: RunConfig) -> dict[str, int]:
+    """Consecutive nnU-Net training ids of the strategy-2 organs, in config order."""
+    return {o: i + 1 for i, o in enumerate(config.strategy2_organs)}
+
+
+def fuse_case(config: RunConfig, case_id: str, cv_dice: dict[str, float]) -> str:
+    """Stage ``fusion`` for one case: one non-overlapping map with training ids."""
+    layout = RunLayout.of(config)
+    url = layout.fused(case_id)
+    if exists(url):
+        return url
+    manual = load_manual_masks(layout, case_id)
+    masks = {}
+    for organ in config.strategy2_organs:
+        masks[organ] = manual[organ] if organ in manual else load_pseudo(config, case_id, organ)
+    fused = fuse_by_priority(masks, training_ids(config), manual=set(manual), cv_dice=cv_dice)
+    ct = read_volume(layout.cropped_ct(case_id))
+    write_volume(ct.with_array(fused), url)
+    return url
+
+
+def run_fusion(config: RunConfig) -> int:
+    layout = RunLayout.of(config)
+    if not exists(layout.cv_dice(1)):
+        raise JobError(f"no strategy-1 CV Dice at {layout.cv_dice(1)}; train strategy 1 first")
+    cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
+    cases = load_manifest(config).train
+    for i, case_id in enumerate(cases, start=1):
+        fuse_case(config, case_id, cv_dice)
+        if i % 10 == 0 or i == len(cases):
+            log.info("fusion: %d/%d cases", i, len(cases))
+    return len(cases)
+
+
+def build_strategy2_dataset(config: RunConfig) -> str:
+    layout = RunLayout.of(config)
+    dataset_id, name = strategy2_dataset(config)
+
+    def label_of(case_id: str, ct: Volume) -> np.ndarray:
+        return np.asarray(read_volume(layout.fused(case_id)).array)
+
+    return build_dataset(
+        config,
+        dataset_id=dataset_id,
+        name=name,
+        labels=training_ids(config),
+        case_ids=list(load_manifest(config).train),
+        label_of=label_of,
+        description="orgseg strategy 2: fused manual + pseudo labels",
+    )
+
+
+def train_strategy2_unit(config: RunConfig, fold: int) -> UnitResult:
+    layout = RunLayout.of(config)
+    _, name = strategy2_dataset(config)
+    return train_unit(
+        layout.nnunet,
+        name,
+        fold,
+        configuration=configuration_name(config),
+        training=config.strategy2_training,
+        device=config.nnunet.device,
+        seed=config.seed,
+    )
+
+
+def export_strategy2_model(config: RunConfig) -> str:
+    """Copy the trained folds into ``models/strategy2`` with orgseg's label mapping."""
+    layout = RunLayout.of(config)
+    _, name = strategy2_dataset(config)
+    source = model_folder(layout.nnunet, name, configuration_name(config))
+    target = Path(layout.model(2))
+    units = {
+        f: read_unit(layout.nnunet, name, configuration_name(config), f)
+        for f in config.strategy2_training.folds
+    }
+    if any(u is None for u in units.values()):
+        raise JobError(
+            f"strategy 2: folds {[f for f, u in units.items() if u is None]} not trained"
+        )
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
+        if (source / f).exists():
+            shutil.copy(source / f, tmp / f)
+    for fold in config.strategy2_training.folds:
+        (tmp / f"fold_{fold}").mkdir()
+        shutil.copy(source / f"fold_{fold}" / "checkpoint_final.pth", tmp / f"fold_{fold}")
+    catalog = label_ids(config.strategy2_organs)
+    info = {
+        "organs": list(config.strategy2_organs),
+        "training_ids": training_ids(config),
+        "catalog_ids": catalog,
+        "folds": list(config.strategy2_training.folds),
+        "body_crop": {"enabled": config.body_crop.enabled, "margin_mm": config.body_crop.margin_mm},
+        "cv_dice": {str(f): u.val_dice for f, u in units.items() if u is not None},
+    }
+    (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("strategy 2 model exported to %s", target)
+    return str(target)

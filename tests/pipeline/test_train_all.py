@@ -1,0 +1,115 @@
+"""The whole pipeline on real nnU-Net, tiny: phantoms, 2 organs, 1 fold, a few iterations.
+
+Slow (a few minutes on 2 cores); the default test command runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orgseg.config import load_run_config
+from orgseg.core.orientation import to_canonical
+from orgseg.io import read_volume
+from orgseg.pipeline.cases import load_manifest
+from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
+from orgseg.pipeline.run import train_all
+from orgseg.pipeline.strategy1 import configuration_name, train_strategy1_unit
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.nnunet]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tiny")
+    config = load_run_config((ROOT / "jobs" / "ci.yaml").read_text())
+    config = dataclasses.replace(config, run_root=str(base / "run"), data_root=str(base / "data"))
+    write_phantom_set(config.data_root, PhantomSetConfig(n_sources=2, n_cases=6, seed=1,
+                                                         organs=("liver", "lungs", "spleen")))
+    train_all(config)
+    return config
+
+
+def test_train_all_produces_models_predictions_and_report(tiny_run):
+    config = tiny_run
+    layout = RunLayout.of(config)
+    run = Path(config.run_root)
+    model = run / "models" / "strategy2"
+    info = json.loads((model / "orgseg_model.json").read_text())
+    assert info["catalog_ids"] == {"liver": 11, "lungs": 12}
+    assert (model / "fold_0" / "checkpoint_final.pth").exists()
+    assert set(json.loads((run / "strategy1" / "cv_dice.json").read_text())) == {"liver", "lungs"}
+    manifest = load_manifest(config)
+    for case_id in manifest.test:
+        case = manifest.case(case_id)
+        for strategy in (1, 2):
+            pred = read_volume(layout.prediction(strategy, case_id))
+            image = read_volume(case.image_url)
+            assert pred.same_grid(image)  # in the input's own geometry
+            assert set(np.unique(pred.array)) <= {0, 11, 12}
+    # pseudo-labels exist exactly for the (train case, organ) pairs lacking manual masks
+    for case_id in manifest.train:
+        case = manifest.case(case_id)
+        for organ in config.strategy1_organs:
+            has_pseudo = (run / "pseudo" / case_id / f"{organ}.json").exists()
+            assert has_pseudo == (organ not in case.manual_organs)
+    report = (run / "report.md").read_text()
+    assert "| liver |" in report and "| lungs |" in report
+
+
+def test_fused_maps_keep_manual_masks(tiny_run):
+    config = tiny_run
+    layout = RunLayout.of(config)
+    from orgseg.pipeline.cases import load_manual_masks
+
+    case_id = load_manifest(config).train[0]
+    fused = np.asarray(read_volume(layout.fused(case_id)).array)
+    manual = load_manual_masks(layout, case_id)
+    ids = {"liver": 1, "lungs": 2}
+    for organ, mask in manual.items():
+        if organ in ids:
+            assert np.all(fused[mask] == ids[organ])
+
+
+def test_rerun_skips_done_work_and_gives_the_same_result(tiny_run):
+    config = tiny_run
+    run = Path(config.run_root)
+    outputs = sorted((run / "predictions").rglob("*.nii.gz")) + [run / "report.md"]
+    before = {p: digest(p) for p in outputs}
+    ckpt = next((run / "nnunet" / "results").rglob("checkpoint_final.pth"))
+    mtime = ckpt.stat().st_mtime
+    train_all(config)
+    assert {p: digest(p) for p in outputs} == before
+    assert ckpt.stat().st_mtime == mtime  # nothing retrained
+
+
+def test_interrupted_unit_resumes_from_latest_checkpoint(tiny_run):
+    config = tiny_run
+    layout = RunLayout.of(config)
+    one_epoch = dataclasses.replace(
+        config, strategy1_training=dataclasses.replace(config.strategy1_training, epochs=1, folds=(1,)))
+    first = train_strategy1_unit(one_epoch, "liver", 1)
+    fold = Path(first.output_folder)
+    assert fold.name == "fold_1" and layout.nnunet.results in fold.parents
+    # simulate a job killed after its first epoch: only checkpoint_latest survives
+    (fold / "checkpoint_final.pth").rename(fold / "checkpoint_latest.pth")
+    (fold / "orgseg_unit.json").unlink()
+    shutil.rmtree(fold / "validation")
+    two_epochs = dataclasses.replace(
+        config, strategy1_training=dataclasses.replace(config.strategy1_training, epochs=2, folds=(1,)))
+    resumed = train_strategy1_unit(two_epochs, "liver", 1)
+    assert resumed.resumed_from_epoch == 1
+    assert (fold / "checkpoint_final.pth").exists()
+    assert configuration_name(config) in str(fold)
