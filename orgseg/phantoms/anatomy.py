@@ -34,16 +34,16 @@ HU = {
     "air": -1000.0,
     "fat": -100.0,
     "muscle": 50.0,
-    "liver": 110.0,
-    "spleen": 140.0,
-    "kidneys": 190.0,
+    "liver": 180.0,
+    "spleen": 260.0,
+    "kidneys": 300.0,
     "lungs": -850.0,
-    "heart": 170.0,  # contrast-enhanced blood pool
-    "aorta": 260.0,
+    "heart": 360.0,  # contrast-enhanced blood pool (arterial phase)
+    "aorta": 450.0,
     "stomach": -30.0,
     "urinary_bladder": 5.0,
     "vertebrae": 650.0,
-    "pancreas": 75.0,
+    "pancreas": 120.0,
     "bone": 700.0,
     "table": 250.0,
     "cushion": -750.0,
@@ -262,9 +262,9 @@ def make_phantom(
     # lungs (one label, two ellipsoids), heart between them
     for side in (-1, 1):
         organ("lungs", 0.80, (-0.05, side * 0.42), (0.15 * tlen, 0.62 * b, 0.33 * a), wobble=0.05)
-    organ("heart", 0.74, (-0.30, 0.12), (0.07 * tlen, 0.42 * b, 0.30 * a))
+    organ("heart", 0.73, (-0.28, 0.12), (0.10 * tlen, 0.48 * b, 0.34 * a))
     organ("liver", 0.56, (-0.05, -0.38), (0.08 * tlen, 0.62 * b, 0.42 * a))
-    organ("spleen", 0.57, (0.20, 0.55), (0.05 * tlen, 0.30 * b, 0.16 * a))
+    organ("spleen", 0.57, (0.20, 0.58), (0.08 * tlen, 0.36 * b, 0.20 * a))
     organ("stomach", 0.55, (-0.35, 0.32), (0.05 * tlen, 0.30 * b, 0.22 * a))
     organ("pancreas", 0.50, (0.00, 0.12), (0.02 * tlen, 0.14 * b, 0.30 * a))
     for side in (-1, 1):
