@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orgseg.core.chunks import chunk_weights, plan_chunks
+from orgseg.errors import ConfigError
+
+
+@pytest.mark.parametrize("n", [1, 7, 40, 41, 99, 100, 101, 333])
+@pytest.mark.parametrize(("spacing", "chunk_mm", "overlap_mm"), [(1.5, 120.0, 50.0), (0.8, 60.0, 10.0), (5.0, 200.0, 50.0), (2.0, 30.0, 0.0)])
+def test_chunks_cover_every_slice_and_weights_sum_to_one(n, spacing, chunk_mm, overlap_mm):
+    chunks = plan_chunks(n, spacing_mm=spacing, chunk_mm=chunk_mm, overlap_mm=overlap_mm)
+    length = max(1, round(chunk_mm / spacing))
+    assert chunks[0].start == 0 and chunks[-1].stop == n
+    for c in chunks:
+        assert c.length == min(length, n)  # the last chunk is never shorter than needed
+    for a, b in zip(chunks, chunks[1:]):
+        assert a.start < b.start
+        assert (a.stop - b.start) * spacing >= overlap_mm - 1e-6  # overlap honoured
+        assert a.final_stop == b.start
+    assert chunks[-1].final_stop == n
+    total = np.zeros(n)
+    for c, w in zip(chunks, chunk_weights(chunks)):
+        assert w.shape == (c.length,) and np.all(w > 0)
+        total[c.start : c.stop] += w
+    np.testing.assert_allclose(total, 1.0)
+    # finalised slabs tile the scan exactly once
+    finals = np.concatenate([np.arange(a.final_stop if i else 0, b) for i, (a, b) in
+                             enumerate(zip([None] + chunks[:-1], [c.final_stop for c in chunks]))])
+    assert finals.tolist() == list(range(n))
+
+
+def test_weights_fall_off_towards_chunk_edges():
+    chunks = plan_chunks(100, spacing_mm=1.0, chunk_mm=60, overlap_mm=20)
+    w0, w1 = chunk_weights(chunks)
+    overlap = slice(chunks[1].start - chunks[0].start, chunks[0].length)
+    assert np.all(np.diff(w0[overlap]) < 0) and np.all(np.diff(w1[: chunks[0].stop - chunks[1].start]) > 0)
+    assert w0[0] == 1.0 and w1[-1] == 1.0  # the scan's own ends are not chunk edges
+
+
+def test_overlap_must_be_shorter_than_chunk():
+    with pytest.raises(ConfigError, match="shorter than the chunk"):
+        plan_chunks(100, spacing_mm=1.0, chunk_mm=20, overlap_mm=20)
+    with pytest.raises(ConfigError):
+        plan_chunks(0, spacing_mm=1.0, chunk_mm=20)
