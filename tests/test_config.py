@@ -32,8 +32,10 @@ def test_defaults_are_the_reference_setup():
         ("run_root: r\ndata_root: d\nstrategy1_training: {epoch: 3}\n", "epochs"),
         ("run_root: r\ndata_root: d\nstrategy1_training: {epochs: three}\n", "integer"),
         ("run_root: r\ndata_root: d\nstrategy1_organs: [livr]\n", "unknown organ"),
-        ("run_root: r\ndata_root: d\nstrategy1_organs: [liver]\nstrategy2_organs: [spleen]\n",
-         "not in strategy1_organs"),
+        (
+            "run_root: r\ndata_root: d\nstrategy1_organs: [liver]\nstrategy2_organs: [spleen]\n",
+            "not in strategy1_organs",
+        ),
         ("run_root: r\ndata_root: d\nstrategy1_training: {folds: [5]}\n", "folds"),
         ("run_root: r\ndata_root: d\nnnunet: {device: tpu}\n", "one of"),
         ("run_root: r\ndata_root: d\nnnunet: {features_scale: 2}\n", "features_scale"),

@@ -66,7 +66,7 @@ def fuse_by_priority(
     unknown = [o for o in masks if o not in ids]
     if unknown:
         raise DataContractError(f"no label id for organ(s) {unknown}; ids given for {sorted(ids)}")
-    out = np.zeros(shapes.pop(), dtype=dtype)
+    out: np.ndarray = np.zeros(shapes.pop(), dtype=dtype)
     for organ in fusion_order(list(masks), manual=manual, cv_dice=cv_dice):
         out[np.asarray(masks[organ], dtype=bool)] = ids[organ]
     return out

@@ -15,13 +15,10 @@ from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.metrics import overlap_metrics
 from orgseg.core.orientation import to_canonical
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
-from orgseg.nnunet.predict import Predictor
-from orgseg.nnunet.train import model_folder
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
-from orgseg.pipeline.datasets import strategy1_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.segment import MultiLabelModel
-from orgseg.pipeline.strategy1 import configuration_name
+from orgseg.pipeline.strategy1 import organ_predictor
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +48,7 @@ def predict_test_cases(config: RunConfig) -> None:
     masks: dict[str, dict[str, np.ndarray]] = {c.case_id: {} for c in todo1}
     crops = {c.case_id: read_volume(layout.cropped_ct(c.case_id)) for c in todo1}
     for organ in config.strategy1_organs:  # each organ's ensemble is loaded once
-        _, name = strategy1_dataset(config, organ)
-        predictor = Predictor(
-            model_folder(layout.nnunet, name, configuration_name(config)),
-            folds=config.strategy1_training.folds,
-            device=config.nnunet.device,
-            use_mirroring=config.nnunet.use_mirroring,
-            tile_step_size=config.nnunet.tile_step_size,
-        )
+        predictor = organ_predictor(config, organ)
         for case_id, ct in crops.items():
             masks[case_id][organ] = predictor.predict(np.asarray(ct.array), ct.spacing_mm) == 1
     for case in todo1:

@@ -15,12 +15,9 @@ import numpy as np
 
 from orgseg.config import RunConfig
 from orgseg.io import exists, read_bytes, read_volume, write_bytes, write_volume
-from orgseg.nnunet.predict import Predictor
-from orgseg.nnunet.train import model_folder
 from orgseg.pipeline.cases import load_manifest
-from orgseg.pipeline.datasets import strategy1_dataset
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.strategy1 import configuration_name
+from orgseg.pipeline.strategy1 import organ_predictor
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +50,7 @@ def run_pseudo_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> in
     todo = pending(config, shard_cases(config, shard, n_shards))
     written = 0
     for organ, cases in todo.items():
-        _, name = strategy1_dataset(config, organ)
-        folder = model_folder(layout.nnunet, name, configuration_name(config))
-        predictor = Predictor(
-            folder,
-            folds=config.strategy1_training.folds,
-            device=config.nnunet.device,
-            use_mirroring=config.nnunet.use_mirroring,
-            tile_step_size=config.nnunet.tile_step_size,
-        )
+        predictor = organ_predictor(config, organ)
         for case_id in cases:
             ct = read_volume(layout.cropped_ct(case_id))
             seg = predictor.predict(np.asarray(ct.array), ct.spacing_mm)
@@ -70,7 +59,7 @@ def run_pseudo_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> in
             )
             record = {
                 "organ": organ,
-                "model": str(folder),
+                "model": str(predictor.model_dir),
                 "folds": list(predictor.folds),
                 "voxels": int((seg == 1).sum()),
             }

@@ -15,7 +15,8 @@ from orgseg.config import RunConfig
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.io import write_bytes
-from orgseg.nnunet.train import UnitResult, read_unit, train_unit
+from orgseg.nnunet.predict import Predictor
+from orgseg.nnunet.train import UnitResult, model_folder, read_unit, train_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy1_dataset
 from orgseg.pipeline.layout import RunLayout
@@ -68,6 +69,19 @@ def train_strategy1_unit(config: RunConfig, organ: str, fold: int) -> UnitResult
         training=config.strategy1_training,
         device=config.nnunet.device,
         seed=config.seed,
+    )
+
+
+def organ_predictor(config: RunConfig, organ: str) -> Predictor:
+    """The organ's strategy-1 fold ensemble (the trained folds of the config), loaded once."""
+    layout = RunLayout.of(config)
+    _, name = strategy1_dataset(config, organ)
+    return Predictor(
+        model_folder(layout.nnunet, name, configuration_name(config)),
+        folds=config.strategy1_training.folds,
+        device=config.nnunet.device,
+        use_mirroring=config.nnunet.use_mirroring,
+        tile_step_size=config.nnunet.tile_step_size,
     )
 
 

@@ -8,7 +8,10 @@ from orgseg.errors import ConfigError
 
 
 @pytest.mark.parametrize("n", [1, 7, 40, 41, 99, 100, 101, 333])
-@pytest.mark.parametrize(("spacing", "chunk_mm", "overlap_mm"), [(1.5, 120.0, 50.0), (0.8, 60.0, 10.0), (5.0, 200.0, 50.0), (2.0, 30.0, 0.0)])
+@pytest.mark.parametrize(
+    ("spacing", "chunk_mm", "overlap_mm"),
+    [(1.5, 120.0, 50.0), (0.8, 60.0, 10.0), (5.0, 200.0, 50.0), (2.0, 30.0, 0.0)],
+)
 def test_chunks_cover_every_slice_and_weights_sum_to_one(n, spacing, chunk_mm, overlap_mm):
     chunks = plan_chunks(n, spacing_mm=spacing, chunk_mm=chunk_mm, overlap_mm=overlap_mm)
     length = max(1, round(chunk_mm / spacing))
@@ -26,8 +29,12 @@ def test_chunks_cover_every_slice_and_weights_sum_to_one(n, spacing, chunk_mm, o
         total[c.start : c.stop] += w
     np.testing.assert_allclose(total, 1.0)
     # finalised slabs tile the scan exactly once
-    finals = np.concatenate([np.arange(a.final_stop if i else 0, b) for i, (a, b) in
-                             enumerate(zip([None] + chunks[:-1], [c.final_stop for c in chunks]))])
+    finals = np.concatenate(
+        [
+            np.arange(a.final_stop if i else 0, b)
+            for i, (a, b) in enumerate(zip([None] + chunks[:-1], [c.final_stop for c in chunks]))
+        ]
+    )
     assert finals.tolist() == list(range(n))
 
 
@@ -35,7 +42,9 @@ def test_weights_fall_off_towards_chunk_edges():
     chunks = plan_chunks(100, spacing_mm=1.0, chunk_mm=60, overlap_mm=20)
     w0, w1 = chunk_weights(chunks)
     overlap = slice(chunks[1].start - chunks[0].start, chunks[0].length)
-    assert np.all(np.diff(w0[overlap]) < 0) and np.all(np.diff(w1[: chunks[0].stop - chunks[1].start]) > 0)
+    assert np.all(np.diff(w0[overlap]) < 0) and np.all(
+        np.diff(w1[: chunks[0].stop - chunks[1].start]) > 0
+    )
     assert w0[0] == 1.0 and w1[-1] == 1.0  # the scan's own ends are not chunk edges
 
 

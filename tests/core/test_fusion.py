@@ -37,7 +37,9 @@ def test_manual_beats_pseudo_whatever_the_dice():
 
 
 def test_between_manual_masks_dice_still_decides():
-    out = fuse_by_priority(masks_3way(), IDS, manual={"a", "b"}, cv_dice={"a": 0.5, "b": 0.7, "c": 0.9})
+    out = fuse_by_priority(
+        masks_3way(), IDS, manual={"a", "b"}, cv_dice={"a": 0.5, "b": 0.7, "c": 0.9}
+    )
     assert out[0, 1, 1] == 2
 
 
@@ -59,5 +61,6 @@ def test_inputs_are_not_modified_and_errors_are_explained():
     with pytest.raises(DataContractError, match="cross-validation Dice"):
         fuse_by_priority(m, IDS, manual=(), cv_dice={"a": 0.1})
     with pytest.raises(DataContractError, match="share one shape"):
-        fuse_by_priority({"a": m["a"], "b": np.zeros((2, 2, 2), bool)}, IDS, manual=("a", "b"),
-                         cv_dice={})
+        fuse_by_priority(
+            {"a": m["a"], "b": np.zeros((2, 2, 2), bool)}, IDS, manual=("a", "b"), cv_dice={}
+        )

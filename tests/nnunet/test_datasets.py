@@ -13,7 +13,9 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def test_dataset_json_matches_golden():
-    got = make_dataset_json(labels={"liver": 1}, n_training=12, description="orgseg strategy 1: liver")
+    got = make_dataset_json(
+        labels={"liver": 1}, n_training=12, description="orgseg strategy 1: liver"
+    )
     expected = json.loads((GOLDEN / "dataset_liver.json").read_text())
     assert got == expected
 
@@ -26,8 +28,16 @@ def test_dataset_json_needs_consecutive_labels():
 
 
 def test_scaled_configuration_inherits_and_halves_features():
-    plans = {"configurations": {"3d_fullres": {"architecture": {
-        "network_class_name": "X", "arch_kwargs": {"features_per_stage": [32, 64, 128, 320]}}}}}
+    plans = {
+        "configurations": {
+            "3d_fullres": {
+                "architecture": {
+                    "network_class_name": "X",
+                    "arch_kwargs": {"features_per_stage": [32, 64, 128, 320]},
+                }
+            }
+        }
+    }
     name = add_scaled_configuration(plans, "3d_fullres", 0.5)
     assert name == "3d_fullres_fs0.5" == derived_configuration_name("3d_fullres", 0.5)
     derived = plans["configurations"][name]
@@ -35,5 +45,6 @@ def test_scaled_configuration_inherits_and_halves_features():
     assert derived["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 160]
     # the base configuration is untouched
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"][
-        "features_per_stage"] == [32, 64, 128, 320]
+        "features_per_stage"
+    ] == [32, 64, 128, 320]
     assert add_scaled_configuration(plans, "3d_fullres", 1.0) == "3d_fullres"

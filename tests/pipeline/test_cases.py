@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +26,13 @@ def phantom_data(tmp_path_factory):
 
 def config_for(data, run, **kw) -> RunConfig:
     organs = ("heart", "kidneys", "liver", "lungs", "spleen")
-    return RunConfig(run_root=str(run), data_root=str(data), strategy1_organs=organs,
-                     strategy2_organs=("heart", "liver", "lungs", "spleen"), **kw)
+    return RunConfig(
+        run_root=str(run),
+        data_root=str(data),
+        strategy1_organs=organs,
+        strategy2_organs=("heart", "liver", "lungs", "spleen"),
+        **kw,
+    )
 
 
 def test_manifest_splits_per_source_and_honours_official_tests(phantom_data, tmp_path):
@@ -50,7 +56,7 @@ def test_case_records_hash_crop_and_masks(phantom_data, tmp_path):
     layout = RunLayout.of(config)
     meta = json.loads((phantom_data / "phantoms.json").read_text())
     case = m.case("phantom_src2_000")
-    assert case.image_sha256 == hashlib.sha256(open(case.image_url, "rb").read()).hexdigest()
+    assert case.image_sha256 == hashlib.sha256(Path(case.image_url).read_bytes()).hexdigest()
     ct, _ = load_ct(case.image_url)
     cropped = read_volume(layout.cropped_ct(case.case_id))
     np.testing.assert_array_equal(cropped.array, crop(np.asarray(ct.array), case.crop_box))
@@ -58,7 +64,9 @@ def test_case_records_hash_crop_and_masks(phantom_data, tmp_path):
     # manual masks: exactly the organs the source labels (within the run's organs)
     masks = load_manual_masks(layout, case.case_id)
     assert set(masks) == set(case.manual_organs)
-    truth, _ = to_canonical(read_volume(str(phantom_data / "ground_truth" / "phantom_src2_000.nii.gz")))
+    truth, _ = to_canonical(
+        read_volume(str(phantom_data / "ground_truth" / "phantom_src2_000.nii.gz"))
+    )
     for organ, mask in masks.items():
         ref = crop(np.asarray(truth.array) == meta["label_ids"][organ], case.crop_box)
         np.testing.assert_array_equal(mask, ref)
@@ -72,7 +80,9 @@ def test_duplicate_case_ids_across_sources_are_refused(phantom_data, tmp_path):
     shutil.copytree(phantom_data, data)
     src = data / "phantom_src2" / "imagesTr" / "phantom_src2_000.nii.gz"
     shutil.copy(src, data / "phantom_src3" / "imagesTr" / "phantom_src2_000.nii.gz")
-    shutil.copy(data / "phantom_src2" / "labelsTr" / "phantom_src2_000.nii.gz",
-                data / "phantom_src3" / "labelsTr" / "phantom_src2_000.nii.gz")
+    shutil.copy(
+        data / "phantom_src2" / "labelsTr" / "phantom_src2_000.nii.gz",
+        data / "phantom_src3" / "labelsTr" / "phantom_src2_000.nii.gz",
+    )
     with pytest.raises(DataContractError, match="appears in sources"):
         build_manifest(config_for(data, tmp_path / "run"))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from orgseg.config import load_run_config
-from orgseg.core.orientation import to_canonical
 from orgseg.io import read_volume
 from orgseg.pipeline.cases import load_manifest
 from orgseg.pipeline.layout import RunLayout
@@ -36,8 +35,10 @@ def tiny_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("tiny")
     config = load_run_config((ROOT / "jobs" / "ci.yaml").read_text())
     config = dataclasses.replace(config, run_root=str(base / "run"), data_root=str(base / "data"))
-    write_phantom_set(config.data_root, PhantomSetConfig(n_sources=2, n_cases=6, seed=1,
-                                                         organs=("liver", "lungs", "spleen")))
+    write_phantom_set(
+        config.data_root,
+        PhantomSetConfig(n_sources=2, n_cases=6, seed=1, organs=("liver", "lungs", "spleen")),
+    )
     train_all(config)
     return config
 
@@ -99,7 +100,9 @@ def test_interrupted_unit_resumes_from_latest_checkpoint(tiny_run):
     config = tiny_run
     layout = RunLayout.of(config)
     one_epoch = dataclasses.replace(
-        config, strategy1_training=dataclasses.replace(config.strategy1_training, epochs=1, folds=(1,)))
+        config,
+        strategy1_training=dataclasses.replace(config.strategy1_training, epochs=1, folds=(1,)),
+    )
     first = train_strategy1_unit(one_epoch, "liver", 1)
     fold = Path(first.output_folder)
     assert fold.name == "fold_1" and layout.nnunet.results in fold.parents
@@ -108,7 +111,9 @@ def test_interrupted_unit_resumes_from_latest_checkpoint(tiny_run):
     (fold / "orgseg_unit.json").unlink()
     shutil.rmtree(fold / "validation")
     two_epochs = dataclasses.replace(
-        config, strategy1_training=dataclasses.replace(config.strategy1_training, epochs=2, folds=(1,)))
+        config,
+        strategy1_training=dataclasses.replace(config.strategy1_training, epochs=2, folds=(1,)),
+    )
     resumed = train_strategy1_unit(two_epochs, "liver", 1)
     assert resumed.resumed_from_epoch == 1
     assert (fold / "checkpoint_final.pth").exists()
