@@ -93,7 +93,8 @@ def load_dataclass(cls: type[T], data: Any, *, where: str = "config") -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-    assert dataclasses.is_dataclass(cls)
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"load_dataclass needs a dataclass type, got {cls!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

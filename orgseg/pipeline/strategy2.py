@@ -25,11 +25,10 @@ from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.pseudo import load_pseudo
+from orgseg.pipeline.segment import MODEL_INFO
 from orgseg.pipeline.strategy1 import configuration_name
 
 log = logging.getLogger(__name__)
-
-MODEL_INFO = "orgseg_model.json"
 
 
 def training_ids(config: RunConfig) -> dict[str, int]:
