@@ -97,3 +97,61 @@ def chunk_weights(chunks: list[Chunk]) -> list[np.ndarray]:
     for c, w in zip(chunks, weights):
         total[c.start : c.stop] += w
     return [w / total[c.start : c.stop] for c, w in zip(chunks, weights)]
+
+
+class SlabBlender:
+    """Blend chunk probabilities into a label map, finalising slabs as soon as possible.
+
+    Add each chunk's class probabilities in plan order; :meth:`add` returns the slabs
+    ``(start, stop, labels)`` that no later chunk can touch, as argmax label arrays.
+    Only the pending overlap and the current chunk are held: memory is bounded by about
+    two chunks of probabilities, never by the scan.
+
+    >>> import numpy as np
+    >>> chunks = plan_chunks(6, spacing_mm=1, chunk_mm=4, overlap_mm=2)
+    >>> blender = SlabBlender(chunks, n_classes=2, plane_shape=(1, 1))
+    >>> p0 = np.zeros((2, 4, 1, 1)); p0[1] = 0.9; p0[0] = 0.1   # chunk 0 says class 1
+    >>> p1 = np.zeros((2, 4, 1, 1)); p1[0] = 0.9; p1[1] = 0.1   # chunk 1 says class 0
+    >>> out = blender.add(0, p0) + blender.add(1, p1)
+    >>> [(a, b, lab.ravel().tolist()) for a, b, lab in out]
+    [(0, 2, [1, 1]), (2, 6, [1, 0, 0, 0])]
+    """
+
+    def __init__(
+        self, chunks: list[Chunk], *, n_classes: int, plane_shape: tuple[int, int]
+    ) -> None:
+        self.chunks = chunks
+        self.weights = chunk_weights(chunks)
+        self.n_classes = n_classes
+        self.plane_shape = tuple(plane_shape)
+        self._start = 0  # first slice not yet finalised
+        self._buffer = np.zeros((n_classes, 0, *plane_shape), dtype=np.float32)
+        self._next = 0
+
+    def add(self, index: int, probabilities: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        if index != self._next:
+            raise ConfigError(f"chunks must be added in order: expected {self._next}, got {index}")
+        chunk = self.chunks[index]
+        expected = (self.n_classes, chunk.length, *self.plane_shape)
+        if probabilities.shape != expected:
+            raise ConfigError(
+                f"chunk {index}: expected probabilities of shape {expected}, "
+                f"got {probabilities.shape}"
+            )
+        self._next += 1
+        # grow the buffer to cover [self._start, chunk.stop)
+        have = self._start + self._buffer.shape[1]
+        if chunk.stop > have:
+            grow = np.zeros((self.n_classes, chunk.stop - have, *self.plane_shape), np.float32)
+            self._buffer = np.concatenate([self._buffer, grow], axis=1)
+        w = self.weights[index].astype(np.float32)[None, :, None, None]
+        lo = chunk.start - self._start
+        self._buffer[:, lo : lo + chunk.length] += w * probabilities
+        n_final = chunk.final_stop - self._start
+        out = []
+        if n_final > 0:
+            labels = np.argmax(self._buffer[:, :n_final], axis=0).astype(np.uint8)
+            out.append((self._start, chunk.final_stop, labels))
+            self._buffer = np.ascontiguousarray(self._buffer[:, n_final:])
+            self._start = chunk.final_stop
+        return out

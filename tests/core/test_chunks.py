@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orgseg.core.chunks import chunk_weights, plan_chunks
+from orgseg.core.chunks import SlabBlender, chunk_weights, plan_chunks
 from orgseg.errors import ConfigError
 
 
@@ -53,3 +53,37 @@ def test_overlap_must_be_shorter_than_chunk():
         plan_chunks(100, spacing_mm=1.0, chunk_mm=20, overlap_mm=20)
     with pytest.raises(ConfigError):
         plan_chunks(0, spacing_mm=1.0, chunk_mm=20)
+
+
+@pytest.mark.parametrize(
+    ("n", "chunk_mm", "overlap_mm"), [(57, 20.0, 6.0), (10, 40.0, 5.0), (100, 30.0, 0.0)]
+)
+def test_blending_consistent_chunks_equals_unchunked_argmax(n, chunk_mm, overlap_mm):
+    rng = np.random.default_rng(n)
+    probs = rng.random((4, n, 3, 5)).astype(np.float32)
+    chunks = plan_chunks(n, spacing_mm=1.0, chunk_mm=chunk_mm, overlap_mm=overlap_mm)
+    blender = SlabBlender(chunks, n_classes=4, plane_shape=(3, 5))
+    out = np.full((n, 3, 5), 255, np.uint8)
+    longest_buffer = 0
+    for i, c in enumerate(chunks):
+        for start, stop, labels in blender.add(i, probs[:, c.start : c.stop]):
+            assert np.all(out[start:stop] == 255), "a slab was written twice"
+            out[start:stop] = labels
+        longest_buffer = max(longest_buffer, blender._buffer.shape[1])
+    np.testing.assert_array_equal(out, np.argmax(probs, axis=0))
+    assert longest_buffer <= chunks[0].length  # never more than one chunk is held back
+
+
+def test_blending_weights_favour_the_chunk_centre():
+    chunks = plan_chunks(8, spacing_mm=1.0, chunk_mm=6, overlap_mm=4)
+    blender = SlabBlender(chunks, n_classes=2, plane_shape=(1, 1))
+    a = np.zeros((2, 6, 1, 1), np.float32)
+    a[1] = 1.0  # chunk 0 votes class 1 everywhere
+    b = np.zeros((2, 6, 1, 1), np.float32)
+    b[0] = 1.0  # chunk 1 votes class 0 everywhere
+    slabs = blender.add(0, a) + blender.add(1, b)
+    labels = np.concatenate([s[2] for s in slabs]).ravel().tolist()
+    # near chunk 0's centre its vote wins, near chunk 1's centre chunk 1 wins
+    assert labels[:3] == [1, 1, 1] and labels[-3:] == [0, 0, 0]
+    with pytest.raises(ConfigError, match="in order"):
+        SlabBlender(chunks, n_classes=2, plane_shape=(1, 1)).add(1, b)
