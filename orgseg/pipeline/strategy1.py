@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from orgseg.config import RunConfig
+from orgseg.config import RunConfig, TrainingConfig
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.io import write_bytes
@@ -57,19 +57,25 @@ def configuration_name(config: RunConfig) -> str:
     return derived_configuration_name(config.nnunet.configuration, config.nnunet.features_scale)
 
 
-def train_strategy1_unit(config: RunConfig, organ: str, fold: int) -> UnitResult:
-    """Train one (organ, fold) unit; resumes from its latest checkpoint; skips when done."""
-    layout = RunLayout.of(config)
-    _, name = strategy1_dataset(config, organ)
+def train_dataset_unit(
+    config: RunConfig, dataset: str, fold: int, training: TrainingConfig
+) -> UnitResult:
+    """One (dataset, fold) unit with the run's nnU-Net settings (both strategies)."""
     return train_unit(
-        layout.nnunet,
-        name,
+        RunLayout.of(config).nnunet,
+        dataset,
         fold,
         configuration=configuration_name(config),
-        training=config.strategy1_training,
+        training=training,
         device=config.nnunet.device,
         seed=config.seed,
     )
+
+
+def train_strategy1_unit(config: RunConfig, organ: str, fold: int) -> UnitResult:
+    """Train one (organ, fold) unit; resumes from its latest checkpoint; skips when done."""
+    _, name = strategy1_dataset(config, organ)
+    return train_dataset_unit(config, name, fold, config.strategy1_training)
 
 
 def organ_predictor(config: RunConfig, organ: str) -> Predictor:

@@ -20,13 +20,13 @@ from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.io import exists, read_bytes, read_volume, write_volume
-from orgseg.nnunet.train import UnitResult, model_folder, read_unit, train_unit
+from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.pseudo import load_pseudo
 from orgseg.pipeline.segment import MODEL_INFO
-from orgseg.pipeline.strategy1 import configuration_name
+from orgseg.pipeline.strategy1 import configuration_name, train_dataset_unit
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +84,8 @@ def build_strategy2_dataset(config: RunConfig) -> str:
 
 
 def train_strategy2_unit(config: RunConfig, fold: int) -> UnitResult:
-    layout = RunLayout.of(config)
     _, name = strategy2_dataset(config)
-    return train_unit(
-        layout.nnunet,
-        name,
-        fold,
-        configuration=configuration_name(config),
-        training=config.strategy2_training,
-        device=config.nnunet.device,
-        seed=config.seed,
-    )
+    return train_dataset_unit(config, name, fold, config.strategy2_training)
 
 
 def export_strategy2_model(config: RunConfig) -> str:
