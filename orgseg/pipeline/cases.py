@@ -54,6 +54,17 @@ class CaseRecord:
     def crop_box(self) -> CropBox:
         return CropBox.from_dict(self.crop)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> CaseRecord:
+        """From parsed JSON (lists back to tuples)."""
+        return cls(
+            **{
+                **d,
+                "manual_organs": tuple(d["manual_organs"]),  # type: ignore[arg-type]
+                "spacing_mm": tuple(d["spacing_mm"]),
+            }
+        )  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
@@ -82,16 +93,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         d = json.loads(text)
-        cases = tuple(
-            CaseRecord(
-                **{
-                    **c,
-                    "manual_organs": tuple(c["manual_organs"]),
-                    "spacing_mm": tuple(c["spacing_mm"]),
-                }
-            )
-            for c in d["cases"]
-        )
+        cases = tuple(CaseRecord.from_dict(c) for c in d["cases"])
         return cls(cases=cases, test=tuple(d["test"]), train=tuple(d["train"]), seed=d["seed"])
 
 
@@ -198,14 +200,7 @@ def prepare_case(
     """Crop, size and manual masks of one case (skipped when its record exists)."""
     record_url = layout.case_record(case_id)
     if exists(record_url):
-        d = json.loads(read_bytes(record_url))
-        return CaseRecord(
-            **{
-                **d,
-                "manual_organs": tuple(d["manual_organs"]),
-                "spacing_mm": tuple(d["spacing_mm"]),
-            }
-        )
+        return CaseRecord.from_dict(json.loads(read_bytes(record_url)))
     ct, _ = load_ct(image_url)
     body = body_mask(ct.array, spacing_mm=ct.spacing_mm)
     if config.body_crop.enabled:

@@ -15,7 +15,7 @@ from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.metrics import overlap_metrics
 from orgseg.core.orientation import to_canonical
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
-from orgseg.pipeline.cases import load_manifest, load_manual_masks
+from orgseg.pipeline.cases import CaseRecord, load_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.segment import MultiLabelModel
 from orgseg.pipeline.strategy1 import organ_predictor
@@ -58,23 +58,24 @@ def predict_test_cases(config: RunConfig) -> None:
         log.info("predict strategy 1: %s", case.case_id)
 
 
-def _references(config: RunConfig, case_id: str) -> Mapping[str, np.ndarray]:
+def _references(config: RunConfig, case: CaseRecord) -> Mapping[str, np.ndarray]:
     """Reference masks on the case's cropped canonical grid."""
     layout = RunLayout.of(config)
-    case = load_manifest(config).case(case_id)
     if config.evaluation.ground_truth_dir:
-        url = join_url(config.evaluation.ground_truth_dir, f"{case_id}.nii.gz")
+        url = join_url(config.evaluation.ground_truth_dir, f"{case.case_id}.nii.gz")
         truth, _ = to_canonical(read_volume(url))
         arr = np.asarray(crop(np.asarray(truth.array), case.crop_box))
         ids = label_ids(config.strategy1_organs)
         return {o: arr == ids[o] for o in config.strategy1_organs}
-    return dict(load_manual_masks(layout, case_id))
+    return dict(load_manual_masks(layout, case.case_id))
 
 
 def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, float | None]]]:
     """Stage ``evaluate``: per strategy, per organ: mean metrics over the test cases."""
     layout = RunLayout.of(config)
     manifest = load_manifest(config)
+    # references are read once per case and shared by both strategies
+    references = {c: _references(config, manifest.case(c)) for c in manifest.test}
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     per_case: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
     for strategy, organs in ((1, config.strategy1_organs), (2, config.strategy2_organs)):
@@ -85,7 +86,7 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
             case = manifest.case(case_id)
             pred, _ = to_canonical(read_volume(layout.prediction(strategy, case_id)))
             pred_crop = np.asarray(crop(np.asarray(pred.array), case.crop_box))
-            refs = _references(config, case_id)
+            refs = references[case_id]
             per_case[f"strategy{strategy}"][case_id] = {}
             for organ in organs:
                 if organ not in refs:

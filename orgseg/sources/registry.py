@@ -25,6 +25,13 @@ from orgseg.errors import ConfigError
 
 SourceFormat = Literal["label_map", "per_organ_files", "rtstruct"]
 
+#: the field that maps organs to labels, per source format
+MAPPING_FIELD: dict[str, str] = {
+    "label_map": "labels",
+    "per_organ_files": "files",
+    "rtstruct": "roi_names",
+}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Source:
@@ -42,28 +49,23 @@ class Source:
     official_test_list: str | None = None
 
     @property
+    def mapping(self) -> Mapping[str, tuple[object, ...]]:
+        """organ -> label values, file names or ROI names, as this source's format uses."""
+        return getattr(self, MAPPING_FIELD[self.format])
+
+    @property
     def organs(self) -> tuple[str, ...]:
         """Organs this source labels manually, in catalog order."""
-        mapped = {
-            "label_map": self.labels,
-            "per_organ_files": self.files,
-            "rtstruct": self.roi_names,
-        }[self.format]
-        return tuple(o for o in ORGANS if o in mapped)
+        return tuple(o for o in ORGANS if o in self.mapping)
 
 
 def validate_source(source: Source) -> Source:
     """Check a source entry; raise :class:`ConfigError` naming the entry and the fix."""
     where = f"source {source.name!r}"
-    mapped = {
-        "label_map": source.labels,
-        "per_organ_files": source.files,
-        "rtstruct": source.roi_names,
-    }[source.format]
-    if not mapped:
-        key = {"label_map": "labels", "per_organ_files": "files", "rtstruct": "roi_names"}
+    if not source.mapping:
         raise ConfigError(
-            f"{where}: format {source.format!r} needs a non-empty '{key[source.format]}' "
+            f"{where}: format {source.format!r} needs a non-empty "
+            f"'{MAPPING_FIELD[source.format]}' "
             "mapping of organ -> values"
         )
     for key, mapping in (
