@@ -32,6 +32,9 @@ class TrainingConfig:
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
     save_every_epochs: int = 50
     initial_lr: float = 0.01
+    #: SGD momentum; nnU-Net's 0.99 averages ~100 steps, too slow to build up in a budget
+    #: of a few hundred iterations (the demo uses 0.9)
+    momentum: float = 0.99
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +56,14 @@ class NnunetConfig:
 class BodyCropConfig:
     enabled: bool = True
     margin_mm: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferenceConfig:
+    """The chunked engine's settings for the run's own predictions (see orgseg segment)."""
+
+    chunk_mm: float | None = 150.0
+    overlap_mm: float = 50.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +94,7 @@ class RunConfig:
     strategy1_training: TrainingConfig = field(default_factory=TrainingConfig)
     strategy2_training: TrainingConfig = field(default_factory=TrainingConfig)
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:

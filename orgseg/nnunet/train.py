@@ -91,6 +91,9 @@ def train_unit(
         out = Path(trainer.output_folder)
         resumed_from = 0
         with nnunet_output_to_log():
+            trainer.initialize()
+            for group in trainer.optimizer.param_groups:
+                group["momentum"] = training.momentum
             if (out / "checkpoint_final.pth").exists():
                 trainer.load_checkpoint(str(out / "checkpoint_final.pth"))
                 resumed_from = trainer.current_epoch
