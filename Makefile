@@ -11,10 +11,11 @@ export nnUNet_compile ?= f
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/cpu.lock requirements/torch-cpu.txt
+$(STAMP): pyproject.toml requirements/cpu.lock requirements/torch-cpu.txt requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements/torch-cpu.txt
 	$(PIP) install -q -c requirements/torch-cpu.txt -r requirements/cpu.lock
+	$(PIP) install -q --no-deps -r requirements/no-deps.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

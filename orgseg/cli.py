@@ -114,6 +114,47 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(f) for f in text.split(",") if f.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected folds like 0,1,2, got {text!r}") from None
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from orgseg.inference.batch import run_segment
+    from orgseg.inference.engine import EngineOptions
+    from orgseg.inference.model import ModelOptions
+    from orgseg.inference.outputs import OutputOptions
+
+    summary = run_segment(
+        args.input,
+        args.output,
+        args.model,
+        model_options=ModelOptions(
+            folds=args.folds,
+            device=args.device,
+            threads=args.threads,
+            use_mirroring=args.tta,
+            tile_step_size=args.step_size,
+        ),
+        engine=EngineOptions(
+            chunk_mm=None if args.no_chunk else args.chunk_mm,
+            overlap_mm=args.overlap_mm,
+            body_crop=not args.no_body_crop,
+        ),
+        outputs=OutputOptions(
+            ml=args.ml,
+            statistics=args.statistics,
+            preview=args.preview,
+            output_types=tuple(t.strip() for t in args.output_type.split(",") if t.strip()),
+        ),
+    )
+    for line in summary.lines():
+        sys.stdout.write(line + "\n")
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orgseg", description="Whole-body CT multi-organ segmentation on nnU-Net v2."
@@ -168,6 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=6, help="cases per source (default 6)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("segment", help="segment CTs with a trained model (chunked, low RAM)")
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        help="CT file, DICOM series folder, or a folder / s3:// prefix of many",
+    )
+    p.add_argument("-o", "--output", required=True, help="output folder or URL (<case>/...)")
+    p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
+    p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
+    p.add_argument("--chunk-mm", type=float, default=150.0, help="chunk length (default 150)")
+    p.add_argument("--overlap-mm", type=float, default=50.0, help="chunk overlap (default 50)")
+    p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
+    p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")
+    p.add_argument("--ml", action="store_true", help="one multi-label file, not one per organ")
+    p.add_argument("--statistics", action="store_true", help="volume and mean HU per organ")
+    p.add_argument("--preview", action="store_true", help="preview PNG (three views)")
+    p.add_argument(
+        "--output-type",
+        default="nifti",
+        help="comma-separated: nifti, dicom_seg, rtstruct (default nifti)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step (0.5)")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("sources", help="list the source registry (built-in + your YAML)")
     p.add_argument("--registry", help="extra registry YAML to validate and add")

@@ -128,14 +128,36 @@ class SlabBlender:
         self._buffer = np.zeros((n_classes, 0, *plane_shape), dtype=np.float32)
         self._next = 0
 
-    def add(self, index: int, probabilities: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    def add(
+        self,
+        index: int,
+        probabilities: np.ndarray,
+        *,
+        plane_start: tuple[int, int] = (0, 0),
+    ) -> list[tuple[int, int, np.ndarray]]:
+        """Blend chunk ``index``; return the slabs it finalises.
+
+        ``probabilities`` has shape (n_classes, chunk length, h, w) and covers the in-plane
+        rectangle starting at ``plane_start`` (a chunk cropped to the body); outside it the
+        chunk counts as certain background (class 0).
+        """
         if index != self._next:
             raise ConfigError(f"chunks must be added in order: expected {self._next}, got {index}")
         chunk = self.chunks[index]
-        expected = (self.n_classes, chunk.length, *self.plane_shape)
-        if probabilities.shape != expected:
+        y0, x0 = plane_start
+        h, w_ = probabilities.shape[2:] if probabilities.ndim == 4 else (-1, -1)
+        fits = (
+            probabilities.ndim == 4
+            and probabilities.shape[:2] == (self.n_classes, chunk.length)
+            and y0 >= 0
+            and x0 >= 0
+            and y0 + h <= self.plane_shape[0]
+            and x0 + w_ <= self.plane_shape[1]
+        )
+        if not fits:
             raise ConfigError(
-                f"chunk {index}: expected probabilities of shape {expected}, "
+                f"chunk {index}: expected probabilities of shape ({self.n_classes}, "
+                f"{chunk.length}, h, w) fitting a {self.plane_shape} plane at {plane_start}, "
                 f"got {probabilities.shape}"
             )
         self._next += 1
@@ -144,9 +166,14 @@ class SlabBlender:
         if chunk.stop > have:
             grow = np.zeros((self.n_classes, chunk.stop - have, *self.plane_shape), np.float32)
             self._buffer = np.concatenate([self._buffer, grow], axis=1)
-        w = self.weights[index].astype(np.float32)[None, :, None, None]
+        weight = self.weights[index].astype(np.float32)
         lo = chunk.start - self._start
-        self._buffer[:, lo : lo + chunk.length] += w * probabilities
+        rows = slice(lo, lo + chunk.length)
+        inside = (slice(y0, y0 + h), slice(x0, x0 + w_))
+        # background everywhere, then replace it by the prediction inside the rectangle
+        self._buffer[0, rows] += weight[:, None, None]
+        self._buffer[0, rows, inside[0], inside[1]] -= weight[:, None, None]
+        self._buffer[:, rows, inside[0], inside[1]] += weight[None, :, None, None] * probabilities
         n_final = chunk.final_stop - self._start
         out = []
         if n_final > 0:

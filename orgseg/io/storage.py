@@ -71,6 +71,28 @@ def exists(url: str) -> bool:
     return bool(fs.exists(path))
 
 
+def remove(url: str) -> None:
+    """Delete a file or folder at ``url`` if it exists (cleaning up after a failure)."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def list_files(url: str) -> list[str]:
+    """Every file under the folder/prefix ``url``, as URLs, sorted."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        raise StorageError(f"{url!r} does not exist; check the path or URL")
+    base = url.rstrip("/")
+    root = path.rstrip("/")
+    return sorted(base + p[len(root) :] for p in fs.find(path))
+
+
+def is_dir(url: str) -> bool:
+    fs, path = filesystem(url)
+    return bool(fs.isdir(path))
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     try:

@@ -13,7 +13,7 @@ from orgseg.core.orientation import Reorientation, from_canonical, to_canonical
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
-from orgseg.io.storage import atomic_local_path, local_copy, split_suffix
+from orgseg.io.storage import atomic_local_path, filesystem, local_copy, split_suffix
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,14 @@ def _looks_like_dicom(path: str) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(132)
     return head[128:132] == b"DICM"
+
+
+def looks_like_dicom(url: str) -> bool:
+    """Whether the file at ``url`` carries the DICOM preamble magic (reads 132 bytes)."""
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def write_volume(volume: Volume, url: str, *, compress: bool = True) -> None:

@@ -61,6 +61,7 @@ class Predictor:
             self._predictor.initialize_from_trained_model_folder(
                 str(model_dir), use_folds=folds, checkpoint_name=checkpoint
             )
+        self.n_classes = len(self._predictor.dataset_json["labels"])
         self.labels: dict[str, int] = {
             k: int(v)
             for k, v in self._predictor.dataset_json["labels"].items()
@@ -82,3 +83,45 @@ class Predictor:
             seg, probs = out
             return np.asarray(seg, dtype=np.uint8), np.asarray(probs, dtype=np.float32)
         return np.asarray(out, dtype=np.uint8)
+
+    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
+        """Class probabilities (n_classes, z, y, x), float32, on the input's grid.
+
+        nnU-Net's own path for one block: preprocessing (resampling to the model's spacing,
+        normalisation), sliding-window prediction averaged over the loaded folds, logits
+        resampled back to the block's grid, softmax. The caller bounds the block's size.
+        """
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
+
+        p = self._predictor
+        image = np.asarray(ct, dtype=np.float32)[None]
+        props = {"spacing": [float(s) for s in spacing_mm]}
+        with nnunet_output_to_log():
+            pre = next(
+                PreprocessAdapterFromNpy(
+                    [image],
+                    [None],
+                    [props],
+                    [None],
+                    p.plans_manager,
+                    p.dataset_json,
+                    p.configuration_manager,
+                    num_threads_in_multithreaded=1,
+                    verbose=False,
+                )
+            )
+            del image
+            logits = p.predict_logits_from_preprocessed_data(pre["data"]).cpu()
+            del pre["data"]
+            _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+                logits,
+                p.plans_manager,
+                p.configuration_manager,
+                p.label_manager,
+                pre["data_properties"],
+                return_probabilities=True,
+            )
+        return np.asarray(probs, dtype=np.float32)

@@ -14,10 +14,11 @@ from orgseg.core.crop import crop, uncrop
 from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.metrics import overlap_metrics
 from orgseg.core.orientation import to_canonical
+from orgseg.inference.engine import EngineOptions, segment_volume
+from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
 from orgseg.pipeline.cases import CaseRecord, load_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.segment import MultiLabelModel
 from orgseg.pipeline.strategy1 import organ_predictor
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,24 @@ def predict_test_cases(config: RunConfig) -> None:
     tests = [manifest.case(c) for c in manifest.test]
     todo2 = [c for c in tests if not exists(layout.prediction(2, c.case_id))]
     if todo2:
-        model = MultiLabelModel(
+        model = SegmentationModel(
             layout.model(2),
-            device=config.nnunet.device,
-            use_mirroring=config.nnunet.use_mirroring,
-            tile_step_size=config.nnunet.tile_step_size,
+            ModelOptions(
+                device=config.nnunet.device,
+                use_mirroring=config.nnunet.use_mirroring,
+                tile_step_size=config.nnunet.tile_step_size,
+            ),
+        )
+        engine = EngineOptions(
+            chunk_mm=config.inference.chunk_mm,
+            overlap_mm=config.inference.overlap_mm,
+            body_crop=config.body_crop.enabled,
+            body_margin_mm=config.body_crop.margin_mm,
         )
         for case in todo2:
             ct, rec = load_ct(case.image_url)
-            save_like(model.segment(ct), rec, layout.prediction(2, case.case_id))
+            seg = segment_volume(model, ct, engine)
+            save_like(seg.labels, rec, layout.prediction(2, case.case_id))
             log.info("predict strategy 2: %s", case.case_id)
     todo1 = [c for c in tests if not exists(layout.prediction(1, c.case_id))]
     if not todo1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,13 @@ from orgseg.config import RunConfig
 from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
+from orgseg.inference.model import export_model
 from orgseg.io import exists, read_bytes, read_volume, write_volume
 from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.pseudo import load_pseudo
-from orgseg.pipeline.segment import MODEL_INFO
 from orgseg.pipeline.strategy1 import configuration_name, train_dataset_unit
 
 log = logging.getLogger(__name__)
@@ -102,26 +101,20 @@ def export_strategy2_model(config: RunConfig) -> str:
         raise JobError(
             f"strategy 2: folds {[f for f, u in units.items() if u is None]} not trained"
         )
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
-        if (source / f).exists():
-            shutil.copy(source / f, tmp / f)
-    for fold in config.strategy2_training.folds:
-        (tmp / f"fold_{fold}").mkdir()
-        shutil.copy(source / f"fold_{fold}" / "checkpoint_final.pth", tmp / f"fold_{fold}")
-    catalog = label_ids(config.strategy2_organs)
-    info = {
-        "organs": list(config.strategy2_organs),
-        "training_ids": training_ids(config),
-        "catalog_ids": catalog,
-        "folds": list(config.strategy2_training.folds),
-        "body_crop": {"enabled": config.body_crop.enabled, "margin_mm": config.body_crop.margin_mm},
-        "cv_dice": {str(f): u.val_dice for f, u in units.items() if u is not None},
-    }
-    (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    export_model(
+        source,
+        target,
+        folds=config.strategy2_training.folds,
+        organs=config.strategy2_organs,
+        training_ids=training_ids(config),
+        output_ids=label_ids(config.strategy2_organs),
+        extra={
+            "body_crop": {
+                "enabled": config.body_crop.enabled,
+                "margin_mm": config.body_crop.margin_mm,
+            },
+            "cv_dice": {str(f): u.val_dice for f, u in units.items() if u is not None},
+        },
+    )
     log.info("strategy 2 model exported to %s", target)
     return str(target)

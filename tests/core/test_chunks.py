@@ -87,3 +87,34 @@ def test_blending_weights_favour_the_chunk_centre():
     assert labels[:3] == [1, 1, 1] and labels[-3:] == [0, 0, 0]
     with pytest.raises(ConfigError, match="in order"):
         SlabBlender(chunks, n_classes=2, plane_shape=(1, 1)).add(1, b)
+
+
+def test_chunk_cropped_in_plane_counts_as_background_outside_its_rectangle():
+    rng = np.random.default_rng(3)
+    n, plane = 30, (6, 7)
+    chunks = plan_chunks(n, spacing_mm=2.0, chunk_mm=24, overlap_mm=8)
+    full = SlabBlender(chunks, n_classes=3, plane_shape=plane)
+    cropped = SlabBlender(chunks, n_classes=3, plane_shape=plane)
+    boxes = [(slice(1, 5), slice(2, 7)), (slice(0, 3), slice(0, 4)), (slice(2, 6), slice(1, 6))]
+    out_full = np.zeros((n, *plane), np.uint8)
+    out_cropped = np.zeros((n, *plane), np.uint8)
+    for i, c in enumerate(chunks):
+        ys, xs = boxes[i % len(boxes)]
+        inner = rng.dirichlet(np.ones(3), size=(c.length, ys.stop - ys.start, xs.stop - xs.start))
+        inner = np.moveaxis(inner, -1, 0).astype(np.float32)
+        padded = np.zeros((3, c.length, *plane), np.float32)
+        padded[0] = 1.0
+        padded[:, :, ys, xs] = inner
+        for a, b, lab in full.add(i, padded):
+            out_full[a:b] = lab
+        for a, b, lab in cropped.add(i, inner, plane_start=(ys.start, xs.start)):
+            out_cropped[a:b] = lab
+    np.testing.assert_array_equal(out_cropped, out_full)
+    assert out_full.any()  # the rectangles did predict foreground somewhere
+
+
+def test_chunk_rectangle_must_fit_the_plane():
+    chunks = plan_chunks(4, spacing_mm=1.0, chunk_mm=10)
+    blender = SlabBlender(chunks, n_classes=2, plane_shape=(3, 3))
+    with pytest.raises(ConfigError, match="fitting a"):
+        blender.add(0, np.zeros((2, 4, 2, 2), np.float32), plane_start=(2, 0))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orgseg.errors import DataContractError
+from orgseg.errors import ConfigError, DataContractError
 from orgseg.nnunet.datasets import dataset_name, make_dataset_json
 from orgseg.nnunet.plan import add_scaled_configuration, derived_configuration_name
 
@@ -48,3 +48,19 @@ def test_scaled_configuration_inherits_and_halves_features():
         "features_per_stage"
     ] == [32, 64, 128, 320]
     assert add_scaled_configuration(plans, "3d_fullres", 1.0) == "3d_fullres"
+
+
+def test_derived_configuration_with_a_smaller_patch_checks_the_downsampling():
+    arch = {
+        "network_class_name": "X",
+        "arch_kwargs": {
+            "features_per_stage": [32, 64, 128],
+            "strides": [[1, 1, 1], [2, 2, 2], [1, 2, 2]],
+        },
+    }
+    plans = {"configurations": {"3d_fullres": {"architecture": arch}}}
+    name = add_scaled_configuration(plans, "3d_fullres", 0.25, (16, 32, 24))
+    assert name == "3d_fullres_fs0.25_ps16x32x24"
+    assert plans["configurations"][name]["patch_size"] == [16, 32, 24]
+    with pytest.raises(ConfigError, match=r"total downsampling \[2, 4, 4\]"):
+        add_scaled_configuration(plans, "3d_fullres", 0.25, (16, 30, 24))

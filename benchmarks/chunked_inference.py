@@ -1,0 +1,178 @@
+"""Chunked inference vs stock nnU-Net prediction: peak RSS, time, agreement.
+
+A real nnU-Net model with 20 output classes (background + the 19 strategy-2 organs; the
+phantoms carry 9 of them) and a deliberately small network is trained briefly on phantoms
+at 3 mm (like TotalSegmentator's fast model): the network runs on a small grid, while the
+stock path still brings all 20 class probabilities back to the full original grid.
+Whole-body phantom scans of 512x512xN at 0.8x0.8x1.5 mm are synthesised (N = 300, 600).
+Each prediction runs in its own child process (peak RSS is its own):
+
+* (a) stock: nnU-Net's ``nnUNetPredictor`` on the whole scan (its own export path);
+* (b) orgseg: the chunked engine (chunks of ``--chunk-mm`` overlapping ``--overlap-mm``,
+  each cropped to the body contour), the same loaded model.
+
+Seconds are the prediction alone (reading the file and loading the model excluded, the
+same for both); peak RSS is the whole process. Dice(a, b) per organ present.
+
+Targets (issue #4): RSS(b)/RSS(a) <= 0.35 at N=600; RSS(b,600)/RSS(b,300) <= 1.2;
+time(b)/time(a) <= 1.10; Dice(a, b) >= 0.999 for every organ.
+
+    .venv/bin/python benchmarks/chunked_inference.py [--work DIR] [--slices 300,600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODEL_SPACING_MM = (3.0, 3.0, 3.0)
+SCAN_SPACING_MM = (1.5, 0.8, 0.8)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_model(work: Path) -> Path:
+    from orgseg.catalog import STRATEGY2_ORGANS
+    from orgseg.config import TrainingConfig
+    from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
+
+    config = PhantomModelConfig(
+        organs=tuple(STRATEGY2_ORGANS),
+        n_cases=6,
+        shape=(150, 136, 136),  # 450 x 410 x 410 mm, the N=300 scan's field at 3 mm
+        spacing_mm=MODEL_SPACING_MM,
+        features_scale=0.25,
+        patch_size=(64, 64, 64),
+        training=TrainingConfig(
+            epochs=6,
+            iterations_per_epoch=25,
+            val_iterations_per_epoch=2,
+            folds=(0,),
+            save_every_epochs=100,
+            initial_lr=0.1,
+            momentum=0.9,
+        ),
+    )
+    return train_phantom_model(work / "model_work", config)
+
+
+def make_scan(path: Path, n_slices: int) -> None:
+    from orgseg.core.volume import Volume
+    from orgseg.io import write_volume
+    from orgseg.phantoms import make_phantom
+
+    if path.exists():
+        return
+    ph = make_phantom(shape=(n_slices, 512, 512), spacing_mm=SCAN_SPACING_MM, seed=7)
+    write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), str(path))
+
+
+def run_child(method: str, scan: str, model_dir: str, out: str, options: dict, queue) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    from orgseg.inference.engine import EngineOptions, segment_volume
+    from orgseg.inference.model import SegmentationModel
+    from orgseg.io import load_ct
+
+    ct, _ = load_ct(scan)
+    model = SegmentationModel(model_dir)
+    t0 = time.perf_counter()
+    if method == "stock":
+        labels = model.lut[model.predictor.predict(np.asarray(ct.array), ct.spacing_mm)]
+        chunks = 1
+    else:
+        seg = segment_volume(model, ct, EngineOptions(**options))
+        labels, chunks = seg.labels, len(seg.chunks)
+    seconds = time.perf_counter() - t0
+    np.save(out, labels)
+    queue.put({"seconds": seconds, "rss_mb": rss_mb(), "chunks": chunks})
+
+
+def measure(method: str, scan: Path, model_dir: Path, out: Path, options: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    args = (method, str(scan), str(model_dir), str(out), options, queue)
+    proc = ctx.Process(target=run_child, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        return {"seconds": float("nan"), "rss_mb": float("nan"), "failed": proc.exitcode}
+    return queue.get()
+
+
+def dice_per_organ(a: np.ndarray, b: np.ndarray, labels: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for organ, lid in labels.items():
+        ma, mb = a == lid, b == lid
+        total = int(ma.sum()) + int(mb.sum())
+        if total:
+            out[organ] = 2.0 * int(np.logical_and(ma, mb).sum()) / total
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/orgseg-bench-chunked")
+    parser.add_argument("--slices", default="300,600")
+    parser.add_argument("--chunk-mm", type=float, default=150.0)
+    parser.add_argument("--overlap-mm", type=float, default=50.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model_dir = train_model(work)
+    print(f"model: {model_dir} ({time.perf_counter() - t0:.0f} s incl. training if not cached)")
+    labels = json.loads((model_dir / "orgseg_model.json").read_text())["catalog_ids"]
+    options = {"chunk_mm": args.chunk_mm, "overlap_mm": args.overlap_mm}
+    rows = {}
+    for n in [int(s) for s in args.slices.split(",")]:
+        scan = work / f"scan_{n}.nii.gz"
+        make_scan(scan, n)
+        a = measure("stock", scan, model_dir, work / f"stock_{n}.npy", {})
+        b = measure("orgseg", scan, model_dir, work / f"orgseg_{n}.npy", options)
+        dice = {}
+        if "failed" not in a and "failed" not in b:
+            dice = dice_per_organ(
+                np.load(work / f"stock_{n}.npy"), np.load(work / f"orgseg_{n}.npy"), labels
+            )
+        rows[n] = (a, b, dice)
+        print(
+            f"N={n}: stock {a['seconds']:.1f} s {a['rss_mb']:.0f} MB | orgseg "
+            f"{b['seconds']:.1f} s {b['rss_mb']:.0f} MB ({b.get('chunks', '?')} chunks)"
+        )
+        for organ, d in sorted(dice.items()):
+            print(f"    Dice(stock, orgseg) {organ:<12} {d:.5f}")
+    print()
+    print("| N | stock s | stock MB | orgseg s | orgseg MB | RSS ratio | time ratio | min Dice |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n, (a, b, dice) in rows.items():
+        min_d = min(dice.values()) if dice else float("nan")
+        print(
+            f"| {n} | {a['seconds']:.1f} | {a['rss_mb']:.0f} | {b['seconds']:.1f} | "
+            f"{b['rss_mb']:.0f} | {b['rss_mb'] / a['rss_mb']:.3f} | "
+            f"{b['seconds'] / a['seconds']:.3f} | {min_d:.5f} |"
+        )
+    ns = sorted(rows)
+    big, small = rows[ns[-1]], rows[ns[0]]
+    all_dice = [d for _, _, dice in rows.values() for d in dice.values()]
+    print(
+        f"rss_ratio={big[1]['rss_mb'] / big[0]['rss_mb']:.3f} "
+        f"length_ratio={big[1]['rss_mb'] / small[1]['rss_mb']:.3f} "
+        f"time_ratio={big[1]['seconds'] / big[0]['seconds']:.3f} "
+        f"min_dice={min(all_dice) if all_dice else float('nan'):.5f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

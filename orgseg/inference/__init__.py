@@ -1,0 +1,1 @@
+"""Segmenting CTs with a trained model: loading, the chunked engine, outputs, batches."""

@@ -1,0 +1,123 @@
+"""A trained model folder, loaded once: an orgseg model or a plain nnU-Net results folder.
+
+An orgseg model folder (``orgseg_model.json`` beside nnU-Net's ``dataset.json``,
+``plans.json`` and ``fold_N/``, as exported by ``train-all``) maps nnU-Net's training ids to
+catalog label ids and names the organs. A plain nnU-Net model folder is accepted too: its
+``dataset.json`` labels are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orgseg.errors import DataContractError
+from orgseg.nnunet.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+MODEL_INFO = "orgseg_model.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelOptions:
+    folds: tuple[int, ...] | None = None  # None: every trained fold
+    device: str = "cpu"
+    use_mirroring: bool = False
+    tile_step_size: float = 0.5
+    threads: int | None = None
+
+
+class SegmentationModel:
+    """Predictor + label names: ``labels`` maps organ -> id in our output label maps."""
+
+    def __init__(self, model_dir: str | Path, options: ModelOptions = ModelOptions()) -> None:
+        model_dir = Path(model_dir)
+        if not (model_dir / "dataset.json").exists():
+            raise DataContractError(
+                f"{model_dir}: no dataset.json; expected a trained model folder (an orgseg "
+                "model such as <run_root>/models/strategy2, or an nnU-Net results folder "
+                "with dataset.json, plans.json and fold_N/)"
+            )
+        if options.threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, options.threads))
+        self.predictor = Predictor(
+            model_dir,
+            folds=options.folds,
+            device=options.device,
+            use_mirroring=options.use_mirroring,
+            tile_step_size=options.tile_step_size,
+        )
+        info_file = model_dir / MODEL_INFO
+        self.info: dict = json.loads(info_file.read_text()) if info_file.exists() else {}
+        if self.info:
+            train_ids = {str(k): int(v) for k, v in self.info["training_ids"].items()}
+            output_ids = {str(k): int(v) for k, v in self.info["catalog_ids"].items()}
+            organs = list(self.info["organs"])
+        else:
+            train_ids = dict(self.predictor.labels)
+            output_ids = dict(train_ids)
+            organs = list(train_ids)
+        lut = np.zeros(self.predictor.n_classes, dtype=np.uint8)
+        for organ in organs:
+            lut[train_ids[organ]] = output_ids[organ]
+        self.lut = lut
+        self.labels: dict[str, int] = {o: output_ids[o] for o in organs}
+        self.model_dir = model_dir
+
+    @property
+    def n_classes(self) -> int:
+        return self.predictor.n_classes
+
+    @property
+    def folds(self) -> Sequence[int]:
+        return self.predictor.folds
+
+    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
+        return self.predictor.predict_probabilities(ct, spacing_mm)
+
+
+def export_model(
+    source: Path,
+    target: Path,
+    *,
+    folds: Sequence[int],
+    organs: Sequence[str],
+    training_ids: dict[str, int],
+    output_ids: dict[str, int],
+    extra: dict | None = None,
+) -> Path:
+    """Copy trained nnU-Net folds into an orgseg model folder (committed by a rename)."""
+    import shutil
+
+    missing = [f for f in folds if not (source / f"fold_{f}" / "checkpoint_final.pth").exists()]
+    if missing:
+        raise DataContractError(f"{source}: folds {missing} have no checkpoint_final.pth")
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
+        if (source / f).exists():
+            shutil.copy(source / f, tmp / f)
+    for fold in folds:
+        (tmp / f"fold_{fold}").mkdir()
+        shutil.copy(source / f"fold_{fold}" / "checkpoint_final.pth", tmp / f"fold_{fold}")
+    info = {
+        "organs": list(organs),
+        "training_ids": dict(training_ids),
+        "catalog_ids": dict(output_ids),
+        "folds": list(folds),
+        **(extra or {}),
+    }
+    (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("model exported to %s", target)
+    return target

@@ -1,0 +1,187 @@
+"""What ``orgseg segment`` writes for one case, all under ``<output>/<case_id>/``.
+
+- ``segmentation.nii.gz`` (``ml``) or ``<organ>.nii.gz`` per organ, in the input's geometry
+- ``statistics.json``: per organ volume (ml) and mean HU, and the patient's water-equivalent
+  diameter
+- ``preview.png``: axial, coronal and sagittal views with a coloured overlay
+- ``seg.dcm`` (DICOM SEG) and ``rtstruct.dcm`` when the input is a DICOM series
+
+Every file is committed atomically; if writing any of them fails, those already written
+for the case are removed again, so a case has all its outputs or none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from orgseg.core.orientation import Reorientation
+from orgseg.core.size import water_equivalent_diameter
+from orgseg.core.statistics import organ_statistics
+from orgseg.core.volume import Volume
+from orgseg.errors import ConfigError
+from orgseg.io import join_url, save_like, write_bytes
+from orgseg.io.storage import remove
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("nifti", "dicom_seg", "rtstruct")
+ML_NAME = "segmentation.nii.gz"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputOptions:
+    ml: bool = False
+    statistics: bool = False
+    preview: bool = False
+    output_types: tuple[str, ...] = ("nifti",)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.output_types) - set(OUTPUT_TYPES))
+        if unknown or not self.output_types:
+            raise ConfigError(
+                f"unknown output types {unknown or '(none given)'}; choose from "
+                f"{', '.join(OUTPUT_TYPES)} (comma-separated)"
+            )
+
+
+def case_statistics(
+    labels: np.ndarray,
+    ct: Volume,
+    body: np.ndarray | None,
+    label_ids: Mapping[str, int],
+) -> dict[str, object]:
+    stats: dict[str, object] = {
+        "organs": organ_statistics(
+            labels, np.asarray(ct.array), label_ids=label_ids, spacing_mm=ct.spacing_mm
+        ),
+        "spacing_mm": list(ct.spacing_mm),
+        "shape": list(ct.shape),
+    }
+    if body is not None:
+        wed = water_equivalent_diameter(np.asarray(ct.array), body, spacing_mm=ct.spacing_mm)
+        stats["wed_mm_median"] = (
+            None if np.all(np.isnan(wed)) else round(float(np.nanmedian(wed)), 1)
+        )
+    return stats
+
+
+def render_preview(
+    labels: np.ndarray, ct: Volume, label_ids: Mapping[str, int], *, title: str = ""
+) -> bytes:
+    """PNG bytes: three orthogonal views through the segmented organs, coloured overlay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    arr = np.asarray(ct.array)
+    fg = labels > 0
+    centre = (
+        [
+            int(np.median(np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != ax)))))
+            for ax in range(3)
+        ]
+        if fg.any()
+        else [s // 2 for s in labels.shape]
+    )
+    sz, sy, sx = ct.spacing_mm
+    palette = matplotlib.colormaps["tab20"].colors
+    n_colors = max(label_ids.values(), default=0) + 1
+    colours = [(0, 0, 0, 0)] + [
+        (*palette[(i - 1) % len(palette)], 0.45) for i in range(1, n_colors)
+    ]
+    cmap = ListedColormap(colours)
+    views = [
+        ("axial", arr[centre[0]], labels[centre[0]], sy / sx, "upper"),
+        ("coronal", arr[:, :, centre[2]], labels[:, :, centre[2]], sz / sy, "lower"),
+        ("sagittal", arr[:, centre[1], :], labels[:, centre[1], :], sz / sx, "lower"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
+    for ax, (name, img, lab, aspect, origin) in zip(axes, views):
+        ax.imshow(img, cmap="gray", vmin=-400, vmax=600, aspect=aspect, origin=origin)
+        ax.imshow(
+            lab,
+            cmap=cmap,
+            vmin=0,
+            vmax=n_colors - 1,
+            aspect=aspect,
+            origin=origin,
+            interpolation="nearest",
+        )
+        ax.set_title(name)
+        ax.axis("off")
+    present = [o for o, i in label_ids.items() if np.any(labels == i)]
+    handles = [Patch(color=colours[label_ids[o]][:3], label=o) for o in present]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=11)
+    if title:
+        fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_case_outputs(
+    case_url: str,
+    *,
+    labels: np.ndarray,
+    ct: Volume,
+    reorientation: Reorientation,
+    body: np.ndarray | None,
+    label_ids: Mapping[str, int],
+    options: OutputOptions,
+    dicom_url: str | None = None,
+    case_id: str = "",
+) -> list[str]:
+    """Write one case's outputs (all or none); return their URLs."""
+    written: list[str] = []
+    try:
+        if "nifti" in options.output_types:
+            if options.ml:
+                url = join_url(case_url, ML_NAME)
+                save_like(labels, reorientation, url)
+                written.append(url)
+            else:
+                for organ, lid in label_ids.items():
+                    url = join_url(case_url, f"{organ}.nii.gz")
+                    save_like((labels == lid).astype(np.uint8), reorientation, url)
+                    written.append(url)
+        if options.statistics:
+            url = join_url(case_url, "statistics.json")
+            stats = case_statistics(labels, ct, body, label_ids)
+            write_bytes(url, json.dumps(stats, indent=2).encode())
+            written.append(url)
+        if options.preview:
+            url = join_url(case_url, "preview.png")
+            write_bytes(url, render_preview(labels, ct, label_ids, title=case_id))
+            written.append(url)
+        dicom_types = [t for t in options.output_types if t != "nifti"]
+        if dicom_types:
+            from orgseg.io.dicom_out import write_dicom_outputs
+
+            written += write_dicom_outputs(
+                case_url,
+                dicom_types,
+                labels=labels,
+                reorientation=reorientation,
+                label_ids=label_ids,
+                dicom_url=dicom_url,
+            )
+    except BaseException:
+        for url in written:
+            remove(url)
+        raise
+    return written
+
+
+def organ_order(label_ids: Mapping[str, int]) -> Sequence[str]:
+    return sorted(label_ids, key=lambda o: label_ids[o])

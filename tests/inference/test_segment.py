@@ -1,0 +1,207 @@
+"""``orgseg segment`` end to end on a real (small, briefly trained) nnU-Net phantom model."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orgseg.cli import main
+from orgseg.core.metrics import overlap_metrics
+from orgseg.core.orientation import from_canonical, to_canonical
+from orgseg.core.volume import Volume
+from orgseg.inference.engine import EngineOptions, segment_volume
+from orgseg.inference.model import SegmentationModel
+from orgseg.io import read_volume, write_volume
+from orgseg.phantoms import make_phantom
+from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.nnunet]
+ORGANS = ("heart", "liver", "lungs", "vertebrae")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    # a patch shorter than the scan (24 of 48 slices): the network learns from partial
+    # views, as real models do, so chunks of 30 slices are within what it has seen
+    return train_phantom_model(
+        tmp_path_factory.mktemp("phantom_model"),
+        PhantomModelConfig(
+            organs=ORGANS,
+            patch_size=(24, 48, 48),
+            training=dataclasses.replace(PhantomModelConfig().training, epochs=8),
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return SegmentationModel(model_dir)
+
+
+@pytest.fixture(scope="module")
+def unseen():
+    return make_phantom(shape=(48, 64, 64), spacing_mm=(8.0, 7.5, 7.5), seed=100)
+
+
+def test_model_segments_an_unseen_phantom(model, unseen):
+    ct = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)
+    seg = segment_volume(model, ct, EngineOptions(chunk_mm=None))
+    for organ in ORGANS:
+        lid = unseen.label_ids[organ]
+        dice = overlap_metrics(seg.labels == lid, unseen.labels == lid, spacing_mm=ct.spacing_mm)
+        assert dice.dice > 0.8, (organ, dice.dice)
+
+
+def test_chunked_equals_unchunked_on_a_real_model(model, unseen):
+    ct = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)
+    whole = segment_volume(model, ct, EngineOptions(chunk_mm=None))
+    chunked = segment_volume(model, ct, EngineOptions(chunk_mm=240.0, overlap_mm=80.0))
+    assert len(chunked.chunks) >= 2
+    for organ in ORGANS:
+        lid = model.labels[organ]
+        d = overlap_metrics(chunked.labels == lid, whole.labels == lid, spacing_mm=ct.spacing_mm)
+        assert d.dice > 0.97, (organ, d.dice)
+
+
+def test_cli_segments_a_folder_and_reports_a_broken_case(model_dir, unseen, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # a case stored in another axis order (x, y, z) with y flipped: outputs must come back
+    # in that file's geometry
+    flipped = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    canonical = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)
+    write_volume(canonical, str(inputs / "good_a.nii.gz"))
+    file_like = Volume(
+        np.zeros(unseen.ct_hu.shape[::-1], np.uint8),
+        spacing_mm=unseen.spacing_mm[::-1],
+        direction=flipped,
+    )
+    stored = from_canonical(unseen.ct_hu, to_canonical(file_like)[1])
+    assert stored.shape == unseen.ct_hu.shape[::-1]  # really stored differently
+    write_volume(stored, str(inputs / "good_b.nii.gz"))
+    data = (inputs / "good_a.nii.gz").read_bytes()
+    (inputs / "broken.nii.gz").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "segment",
+            "-i",
+            str(inputs),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--statistics",
+            "--preview",
+            "--chunk-mm",
+            "200",
+            "--overlap-mm",
+            "60",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert "2 done, 1 failed" in printed and "FAILED broken:" in printed
+    assert not (out / "broken").exists()  # nothing half-written for the failed case
+    for case in ("good_a", "good_b"):
+        files = {p.name for p in (out / case).iterdir()}
+        assert files == {f"{o}.nii.gz" for o in ORGANS} | {"statistics.json", "preview.png"}
+        source = read_volume(str(inputs / f"{case}.nii.gz"))
+        liver = read_volume(str(out / case / "liver.nii.gz"))
+        assert liver.same_grid(source)
+        stats = json.loads((out / case / "statistics.json").read_text())
+        liver_truth_ml = np.count_nonzero(unseen.labels == unseen.label_ids["liver"]) * (
+            np.prod(unseen.spacing_mm) / 1000
+        )
+        assert stats["organs"]["liver"]["volume_ml"] == pytest.approx(liver_truth_ml, rel=0.15)
+        assert 120 < stats["organs"]["liver"]["mean_hu"] < 240  # phantom liver: 180 HU
+        assert stats["wed_mm_median"] > 150
+        png = (out / case / "preview.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    a = to_canonical(read_volume(str(out / "good_a" / "liver.nii.gz")))[0].array
+    b = to_canonical(read_volume(str(out / "good_b" / "liver.nii.gz")))[0].array
+    assert np.array_equal(np.asarray(a), np.asarray(b))  # orientation did not matter
+
+
+def test_cli_multilabel_output_from_a_model_url(model_dir, unseen, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in Path(model_dir).rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/models/m/{path.relative_to(model_dir)}", path.read_bytes())
+    ct_file = tmp_path / "case.nii.gz"
+    write_volume(Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm), str(ct_file))
+    rc = main(
+        [
+            "segment",
+            "-i",
+            str(ct_file),
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            "memory://models/m",
+            "--ml",
+            "--no-chunk",
+        ]
+    )
+    assert rc == 0
+    ml = np.asarray(read_volume(str(tmp_path / "o" / "case" / "segmentation.nii.gz")).array)
+    assert set(np.unique(ml)) == {0} | {unseen.label_ids[o] for o in ORGANS}
+
+
+def test_dicom_input_gets_seg_and_rtstruct(model_dir, tmp_path):
+    import pydicom
+
+    src = Path(__file__).resolve().parents[1] / "data" / "totalseg_example" / "example_ct_dicom"
+    dicom = tmp_path / "series"
+    shutil.copytree(src, dicom)
+    out = tmp_path / "o"
+    rc = main(
+        [
+            "segment",
+            "-i",
+            str(dicom),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--output-type",
+            "nifti,dicom_seg,rtstruct",
+            "--ml",
+        ]
+    )
+    assert rc == 0
+    case = out / "series"
+    seg_ds = pydicom.dcmread(case / "seg.dcm")
+    assert seg_ds.Modality == "SEG"
+    first = pydicom.dcmread(next(p for p in dicom.iterdir()), stop_before_pixels=True)
+    assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+    labels = np.asarray(read_volume(str(case / "segmentation.nii.gz")).array)
+    present = {o for o, i in SegmentationModel(model_dir).labels.items() if np.any(labels == i)}
+    assert {s.SegmentLabel for s in seg_ds.SegmentSequence} == present
+    rt = pydicom.dcmread(case / "rtstruct.dcm")
+    assert rt.Modality == "RTSTRUCT"
+    assert {r.ROIName for r in rt.StructureSetROISequence} == present
+
+
+def test_truncated_gzip_is_a_one_line_error(model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(gzip.compress(b"\x00" * 1000)[:40])
+    rc = main(["segment", "-i", str(bad), "-o", str(tmp_path / "o"), "--model", str(model_dir)])
+    assert rc == 1
+    assert "FAILED bad:" in capsys.readouterr().out
+
+
+def test_training_used_the_configured_momentum(model_dir):
+    import torch
+
+    state = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    groups = state["optimizer_state"]["param_groups"]
+    assert {g["momentum"] for g in groups} == {PhantomModelConfig().training.momentum} == {0.9}
