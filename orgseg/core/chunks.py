@@ -31,30 +31,45 @@ class Chunk:
 
 
 def plan_chunks(
-    n_slices: int, *, spacing_mm: float, chunk_mm: float, overlap_mm: float = 50.0
+    n_slices: int,
+    *,
+    spacing_mm: float,
+    chunk_mm: float,
+    overlap_mm: float = 50.0,
+    min_chunk_mm: float = 0.0,
 ) -> list[Chunk]:
     """Chunks covering ``n_slices`` slices of thickness ``spacing_mm``.
 
-    Every chunk is ``chunk_mm`` long (rounded to whole slices) except when the scan is
-    shorter; consecutive chunks overlap by at least ``overlap_mm``; the last chunk is
-    shifted back to full length rather than left short.
+    The scan is split into as few chunks of at most ``chunk_mm`` as cover it with
+    neighbours overlapping by at least ``overlap_mm``; the chunks then share the scan
+    evenly (equal lengths, overlaps close to ``overlap_mm``: no short last chunk, no
+    chunk shifted back over its neighbour). No chunk is shorter than ``min_chunk_mm``
+    (a network's patch: a shorter chunk would be padded); when that conflicts with
+    ``chunk_mm``, fewer, longer chunks are used.
 
     Examples
     --------
     >>> [(c.start, c.stop) for c in plan_chunks(100, spacing_mm=2.0, chunk_mm=80, overlap_mm=20)]
     [(0, 40), (30, 70), (60, 100)]
+    >>> [(c.start, c.stop) for c in plan_chunks(105, spacing_mm=2.0, chunk_mm=80, overlap_mm=20)]
+    [(0, 34), (24, 58), (47, 81), (71, 105)]
     >>> [(c.start, c.stop) for c in plan_chunks(30, spacing_mm=2.0, chunk_mm=80)]
     [(0, 30)]
+    >>> [(c.start, c.stop) for c in plan_chunks(300, spacing_mm=1.5, chunk_mm=150,
+    ...                                          overlap_mm=50, min_chunk_mm=384)]
+    [(0, 300)]
     """
     if n_slices < 1:
         raise ConfigError(f"expected at least one slice, got {n_slices}")
-    if spacing_mm <= 0 or chunk_mm <= 0 or overlap_mm < 0:
+    if spacing_mm <= 0 or chunk_mm <= 0 or overlap_mm < 0 or min_chunk_mm < 0:
         raise ConfigError(
             f"expected positive spacing and chunk length and a non-negative overlap, got "
             f"spacing {spacing_mm} mm, chunk {chunk_mm} mm, overlap {overlap_mm} mm"
         )
     length = max(1, int(round(chunk_mm / spacing_mm)))
     overlap = int(math.ceil(overlap_mm / spacing_mm - 1e-9))
+    min_length = int(math.ceil(min_chunk_mm / spacing_mm - 1e-9))
+    length = max(length, min_length)
     if length >= n_slices:
         return [Chunk(0, n_slices, n_slices)]
     if overlap >= length:
@@ -62,13 +77,62 @@ def plan_chunks(
             f"the overlap ({overlap_mm} mm = {overlap} slices) must be shorter than the chunk "
             f"({chunk_mm} mm = {length} slices); use a longer --chunk-mm or a shorter overlap"
         )
-    step = length - overlap
-    starts = list(range(0, n_slices - length, step)) + [n_slices - length]
-    chunks = []
-    for i, s in enumerate(starts):
-        nxt = starts[i + 1] if i + 1 < len(starts) else n_slices
-        chunks.append(Chunk(s, s + length, nxt))
-    return chunks
+    k = math.ceil((n_slices - overlap) / (length - overlap))
+    even = math.ceil((n_slices + (k - 1) * overlap) / k)
+    if even < min_length:  # even sharing would undercut the patch: fewer, longer chunks
+        k = max(1, (n_slices - overlap) // (min_length - overlap))
+        even = math.ceil((n_slices + (k - 1) * overlap) / k)
+    if k == 1 or even >= n_slices:
+        return [Chunk(0, n_slices, n_slices)]
+    starts = [int(round(i * (n_slices - even) / (k - 1))) for i in range(k)]
+    return [
+        Chunk(s, s + even, starts[i + 1] if i + 1 < k else n_slices) for i, s in enumerate(starts)
+    ]
+
+
+def grid_edges(start: int, stop: int, n: int, *, target_spacing_mm: float, spacing_mm: float):
+    """Widen ``[start, stop)`` of an axis of ``n`` voxels to the nearest cell edges of the
+    coarser grid the whole axis is resampled to (nnU-Net's: ``round(n * spacing / target)``
+    cells, each ``n / cells`` voxels).
+
+    A block cut at these edges is resampled onto (nearly) the same coarse grid as the whole
+    scan, so a network sees the same samples in a chunk as in the unchunked scan.
+
+    >>> grid_edges(5, 13, 300, target_spacing_mm=6.0, spacing_mm=1.5)  # cells of 4 voxels
+    (4, 16)
+    >>> grid_edges(0, 300, 300, target_spacing_mm=6.0, spacing_mm=1.5)
+    (0, 300)
+    """
+    cells = max(1, int(round(n * spacing_mm / target_spacing_mm)))
+    if cells >= n:  # the model's grid is not coarser: every voxel edge is a cell edge
+        return start, stop
+    size = n / cells
+    lo = int(round(math.floor(start / size + 1e-9) * size))
+    hi = int(round(math.ceil(stop / size - 1e-9) * size))
+    return max(0, min(lo, start)), min(n, max(hi, stop))
+
+
+def snap_chunks(
+    chunks: list[Chunk], n_slices: int, *, target_spacing_mm: float, spacing_mm: float
+) -> list[Chunk]:
+    """Chunks widened to cell edges of the coarse grid (see :func:`grid_edges`).
+
+    >>> c = plan_chunks(300, spacing_mm=1.5, chunk_mm=150, overlap_mm=50)
+    >>> [(k.start, k.stop) for k in c][:2]
+    [(0, 88), (53, 141)]
+    >>> [(k.start, k.stop) for k in snap_chunks(c, 300, target_spacing_mm=6, spacing_mm=1.5)][:2]
+    [(0, 88), (52, 144)]
+    """
+    spans = [
+        grid_edges(
+            c.start, c.stop, n_slices, target_spacing_mm=target_spacing_mm, spacing_mm=spacing_mm
+        )
+        for c in chunks
+    ]
+    return [
+        Chunk(a, b, spans[i + 1][0] if i + 1 < len(spans) else n_slices)
+        for i, (a, b) in enumerate(spans)
+    ]
 
 
 def chunk_weights(chunks: list[Chunk]) -> list[np.ndarray]:
@@ -102,10 +166,11 @@ def chunk_weights(chunks: list[Chunk]) -> list[np.ndarray]:
 class SlabBlender:
     """Blend chunk probabilities into a label map, finalising slabs as soon as possible.
 
-    Add each chunk's class probabilities in plan order; :meth:`add` returns the slabs
-    ``(start, stop, labels)`` that no later chunk can touch, as argmax label arrays.
-    Only the pending overlap and the current chunk are held: memory is bounded by about
-    two chunks of probabilities, never by the scan.
+    Add each chunk's class probabilities in plan order, whole or as consecutive slabs of
+    its rows; :meth:`add` returns the slabs ``(start, stop, labels)`` that no later chunk
+    can touch, as argmax label arrays. Only rows shared with the next chunk are held back:
+    memory is bounded by one overlap of probabilities (plus the slab being added), never
+    by the scan.
 
     >>> import numpy as np
     >>> chunks = plan_chunks(6, spacing_mm=1, chunk_mm=4, overlap_mm=2)
@@ -118,15 +183,28 @@ class SlabBlender:
     """
 
     def __init__(
-        self, chunks: list[Chunk], *, n_classes: int, plane_shape: tuple[int, int]
+        self,
+        chunks: list[Chunk],
+        *,
+        n_classes: int,
+        plane_shape: tuple[int, int],
+        dtype: type = np.float32,
     ) -> None:
+        """``dtype`` of the held-back overlap: float16 halves it (probabilities in [0, 1]
+        keep 3 significant digits; only near-exact ties can flip)."""
         self.chunks = chunks
         self.weights = chunk_weights(chunks)
         self.n_classes = n_classes
         self.plane_shape = tuple(plane_shape)
-        self._start = 0  # first slice not yet finalised
-        self._buffer = np.zeros((n_classes, 0, *plane_shape), dtype=np.float32)
-        self._next = 0
+        self.dtype = dtype
+        self._start = 0  # first slice not yet finalised; pending rows start here
+        self._pending: np.ndarray = np.zeros((n_classes, 0, *plane_shape), dtype=dtype)
+        self._chunk = 0  # chunk being added
+        self._row = 0  # next row of that chunk
+
+    @property
+    def pending_rows(self) -> int:
+        return int(self._pending.shape[1])
 
     def add(
         self,
@@ -134,21 +212,32 @@ class SlabBlender:
         probabilities: np.ndarray,
         *,
         plane_start: tuple[int, int] = (0, 0),
+        row_start: int = 0,
     ) -> list[tuple[int, int, np.ndarray]]:
-        """Blend chunk ``index``; return the slabs it finalises.
+        """Blend rows ``[row_start, row_start + n)`` of chunk ``index``; return the slabs
+        this finalises.
 
-        ``probabilities`` has shape (n_classes, chunk length, h, w) and covers the in-plane
-        rectangle starting at ``plane_start`` (a chunk cropped to the body); outside it the
-        chunk counts as certain background (class 0).
+        ``probabilities`` has shape (n_classes, n, h, w) and covers the in-plane rectangle
+        starting at ``plane_start`` (a chunk cropped to the body); outside it the chunk
+        counts as certain background (class 0).
         """
-        if index != self._next:
-            raise ConfigError(f"chunks must be added in order: expected {self._next}, got {index}")
+        if (index, row_start) == (self._chunk + 1, 0) and self._row == self.chunks[
+            self._chunk
+        ].length:
+            self._chunk, self._row = index, 0
+        if (index, row_start) != (self._chunk, self._row):
+            raise ConfigError(
+                f"chunks must be added in order, rows consecutive: expected chunk "
+                f"{self._chunk} row {self._row}, got chunk {index} row {row_start}"
+            )
         chunk = self.chunks[index]
         y0, x0 = plane_start
+        n = probabilities.shape[1] if probabilities.ndim == 4 else -1
         h, w_ = probabilities.shape[2:] if probabilities.ndim == 4 else (-1, -1)
         fits = (
             probabilities.ndim == 4
-            and probabilities.shape[:2] == (self.n_classes, chunk.length)
+            and probabilities.shape[0] == self.n_classes
+            and 0 < n <= chunk.length - row_start
             and y0 >= 0
             and x0 >= 0
             and y0 + h <= self.plane_shape[0]
@@ -156,29 +245,40 @@ class SlabBlender:
         )
         if not fits:
             raise ConfigError(
-                f"chunk {index}: expected probabilities of shape ({self.n_classes}, "
-                f"{chunk.length}, h, w) fitting a {self.plane_shape} plane at {plane_start}, "
-                f"got {probabilities.shape}"
+                f"chunk {index}: expected probabilities of shape ({self.n_classes}, rows, h, "
+                f"w) with at most {chunk.length - row_start} rows, fitting a "
+                f"{self.plane_shape} plane at {plane_start}; got {probabilities.shape}"
             )
-        self._next += 1
-        # grow the buffer to cover [self._start, chunk.stop)
-        have = self._start + self._buffer.shape[1]
-        if chunk.stop > have:
-            grow = np.zeros((self.n_classes, chunk.stop - have, *self.plane_shape), np.float32)
-            self._buffer = np.concatenate([self._buffer, grow], axis=1)
-        weight = self.weights[index].astype(np.float32)
-        lo = chunk.start - self._start
-        rows = slice(lo, lo + chunk.length)
-        inside = (slice(y0, y0 + h), slice(x0, x0 + w_))
-        # background everywhere, then replace it by the prediction inside the rectangle
-        self._buffer[0, rows] += weight[:, None, None]
-        self._buffer[0, rows, inside[0], inside[1]] -= weight[:, None, None]
-        self._buffer[:, rows, inside[0], inside[1]] += weight[None, :, None, None] * probabilities
-        n_final = chunk.final_stop - self._start
-        out = []
-        if n_final > 0:
-            labels = np.argmax(self._buffer[:, :n_final], axis=0).astype(np.uint8)
-            out.append((self._start, chunk.final_stop, labels))
-            self._buffer = np.ascontiguousarray(self._buffer[:, n_final:])
-            self._start = chunk.final_stop
+        self._row += n
+        a = chunk.start + row_start  # absolute rows [a, a + n)
+        weight = self.weights[index][row_start : row_start + n].astype(np.float32)
+        if not self._start <= a <= self._start + self.pending_rows:
+            raise ConfigError(
+                f"chunk {index} starts at row {a}, outside the pending rows "
+                f"[{self._start}, {self._start + self.pending_rows}]: the plan is not ordered"
+            )
+        ys, xs = slice(y0, y0 + h), slice(x0, x0 + w_)
+        # rows [a, pending end) already hold earlier chunks' shares; the rest are new
+        shared = min(self._start + self.pending_rows - a, n)
+        new = np.zeros((self.n_classes, n - max(shared, 0), *self.plane_shape), self.dtype)
+        self._pending = np.concatenate([self._pending, new], axis=1)
+        lo = a - self._start
+        rows = slice(lo, lo + n)
+        # certain background around the rectangle (four strips), the prediction inside it
+        height, width = self.plane_shape
+        for strip in (
+            (slice(0, y0), slice(0, width)),
+            (slice(y0 + h, height), slice(0, width)),
+            (ys, slice(0, x0)),
+            (ys, slice(x0 + w_, width)),
+        ):
+            self._pending[0, rows, strip[0], strip[1]] += weight[:, None, None]
+        self._pending[:, rows, ys, xs] += weight[None, :, None, None] * probabilities
+        final = min(a + n, chunk.final_stop) - self._start
+        if final <= 0:
+            return []
+        labels = np.argmax(self._pending[:, :final], axis=0).astype(np.uint8)
+        out = [(self._start, self._start + final, labels)]
+        self._pending = np.ascontiguousarray(self._pending[:, final:])
+        self._start += final
         return out

@@ -114,7 +114,9 @@ def segment_batch(
                 dicom_url=case.url if case.is_dicom else None,
                 case_id=case.case_id,
             )
-        except (OrgsegError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+            if not isinstance(exc, OrgsegError):
+                log.debug("case %s", case.case_id, exc_info=True)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             summary.failed.append((case.case_id, reason))
             log.error("case %d/%d %s failed: %s", n, len(cases), case.case_id, reason)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from orgseg.core.body import body_mask
-from orgseg.core.chunks import Chunk, SlabBlender, plan_chunks
+from orgseg.core.chunks import Chunk, SlabBlender, grid_edges, plan_chunks, snap_chunks
 from orgseg.core.crop import bounding_box
 from orgseg.core.volume import Volume
 from orgseg.errors import ConfigError
@@ -30,14 +30,16 @@ log = logging.getLogger(__name__)
 
 
 class ProbabilityModel(Protocol):
-    """What the engine needs of a model: class count and per-block probabilities."""
+    """What the engine needs of a model: class count, patch extent, per-block probabilities
+    delivered a slab of rows at a time."""
 
     n_classes: int
     lut: np.ndarray  # model class index -> output label id
+    patch_extent_mm: tuple[float, float, float]  # smaller blocks would be padded
 
-    def predict_probabilities(
-        self, ct: np.ndarray, spacing_mm: Sequence[float]
-    ) -> np.ndarray: ...  # (n_classes, z, y, x) float32 on the block's grid
+    def predict_slabs(
+        self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int
+    ) -> Iterator[tuple[int, np.ndarray]]: ...  # (first row, (n_classes, rows, y, x))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +51,11 @@ class EngineOptions:
     #: crop every chunk to the body contour (plus margin); outside it: background
     body_crop: bool = True
     body_margin_mm: float = 10.0
+    #: rows of class probabilities brought back to the scan's grid at a time
+    slab_rows: int = 16
+    #: hold the blended overlap in float16 (half the memory; only near-exact ties between
+    #: two classes can come out differently than in float32)
+    half_precision_blend: bool = True
 
     def __post_init__(self) -> None:
         if self.chunk_mm is not None and self.chunk_mm <= self.overlap_mm:
@@ -76,20 +83,50 @@ class Segmentation:
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
 
 
-def plan_for(ct: Volume, options: EngineOptions) -> list[Chunk]:
+def plan_for(ct: Volume, options: EngineOptions, *, min_chunk_mm: float = 0.0) -> list[Chunk]:
+    """The chunk plan; no chunk is shorter than ``min_chunk_mm`` (the network's patch: a
+    shorter chunk would be padded and predicted without its real neighbourhood)."""
     n = ct.shape[0]
     if options.chunk_mm is None:
         return [Chunk(0, n, n)]
     return plan_chunks(
-        n, spacing_mm=ct.spacing_mm[0], chunk_mm=options.chunk_mm, overlap_mm=options.overlap_mm
+        n,
+        spacing_mm=ct.spacing_mm[0],
+        chunk_mm=options.chunk_mm,
+        overlap_mm=options.overlap_mm,
+        min_chunk_mm=min_chunk_mm,
     )
 
 
 def _plane_box(
-    mask: np.ndarray, spacing_mm: Sequence[float], margin_mm: float
+    mask: np.ndarray,
+    spacing_mm: Sequence[float],
+    margin_mm: float,
+    model_spacing_mm: Sequence[float] | None,
+    min_extent_mm: Sequence[float],
 ) -> tuple[slice, slice]:
+    """In-plane body box (+ margin), at least the network's patch wide (a smaller block
+    would be padded with a constant the network never saw around a body), widened to cell
+    edges of the model's grid."""
     box = bounding_box(mask, spacing_mm=spacing_mm, margin_mm=margin_mm)
-    return box.slices[1], box.slices[2]
+    out = []
+    for axis in (1, 2):
+        n = mask.shape[axis]
+        a, b = box.start[axis], box.stop[axis]
+        need = min(n, int(np.ceil(min_extent_mm[axis] / spacing_mm[axis] - 1e-9)))
+        if b - a < need:
+            a = max(0, min(a - (need - (b - a)) // 2, n - need))
+            b = a + need
+        if model_spacing_mm is not None:
+            a, b = grid_edges(
+                a,
+                b,
+                mask.shape[axis],
+                target_spacing_mm=model_spacing_mm[axis],
+                spacing_mm=spacing_mm[axis],
+            )
+        out.append(slice(a, b))
+    return out[0], out[1]
 
 
 def segment_volume(
@@ -106,29 +143,45 @@ def segment_volume(
     if body is not None and not body.any():
         log.warning("no body found in the scan: segmenting the whole field of view")
         body = None
+    model_spacing = getattr(model, "spacing_mm", None)
+    patch_mm = tuple(getattr(model, "patch_extent_mm", (0.0, 0.0, 0.0)))
     if body is not None:
-        gy, gx = _plane_box(body, ct.spacing_mm, options.body_margin_mm)
+        gy, gx = _plane_box(body, ct.spacing_mm, options.body_margin_mm, model_spacing, patch_mm)
     else:
         gy, gx = slice(0, shape[1]), slice(0, shape[2])
     plane = (gy.stop - gy.start, gx.stop - gx.start)
-    chunks = plan_for(ct, options)
-    blender = SlabBlender(chunks, n_classes=model.n_classes, plane_shape=plane)
+    chunks = plan_for(ct, options, min_chunk_mm=patch_mm[0])
+    if model_spacing is not None and len(chunks) > 1:
+        # cut where the model's grid has cell edges: a chunk then sees the scan's own samples
+        chunks = snap_chunks(
+            chunks, shape[0], target_spacing_mm=model_spacing[0], spacing_mm=ct.spacing_mm[0]
+        )
+    blender = SlabBlender(
+        chunks,
+        n_classes=model.n_classes,
+        plane_shape=plane,
+        dtype=np.float16 if options.half_precision_blend else np.float32,
+    )
     labels = np.zeros(shape, dtype=np.uint8)
     lut = np.asarray(model.lut, dtype=np.uint8)
     for i, chunk in enumerate(chunks):
         rows = slice(chunk.start, chunk.stop)
         if body is not None and body[rows].any():
-            cy, cx = _plane_box(body[rows], ct.spacing_mm, options.body_margin_mm)
+            cy, cx = _plane_box(
+                body[rows], ct.spacing_mm, options.body_margin_mm, model_spacing, patch_mm
+            )
         else:
             cy, cx = gy, gx
         block = np.asarray(ct.array[rows, cy, cx])
-        probabilities = model.predict_probabilities(block, ct.spacing_mm)
-        del block
         offset = (cy.start - gy.start, cx.start - gx.start)
-        slabs = blender.add(i, probabilities, plane_start=offset)
-        del probabilities
-        for start, stop, slab in slabs:
-            labels[start:stop, gy, gx] = lut[slab]
+        for row, probabilities in model.predict_slabs(
+            block, ct.spacing_mm, slab_rows=options.slab_rows
+        ):
+            for start, stop, slab in blender.add(
+                i, probabilities, plane_start=offset, row_start=row
+            ):
+                labels[start:stop, gy, gx] = lut[slab]
+        del block
         if progress is not None:
             progress(i + 1, len(chunks))
         log.debug("chunk %d/%d: slices %d-%d", i + 1, len(chunks), chunk.start, chunk.stop)

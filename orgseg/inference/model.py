@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +80,19 @@ class SegmentationModel:
     def folds(self) -> Sequence[int]:
         return self.predictor.folds
 
-    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
-        return self.predictor.predict_probabilities(ct, spacing_mm)
+    def predict_slabs(
+        self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int = 16
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        return self.predictor.predict_slabs(ct, spacing_mm, slab_rows=slab_rows)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return self.predictor.spacing_mm
+
+    @property
+    def patch_extent_mm(self) -> tuple[float, float, float]:
+        """The network's patch in mm (z, y, x): blocks smaller than it would be padded."""
+        return self.predictor.patch_extent_mm
 
 
 def export_model(

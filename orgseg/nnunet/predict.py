@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,17 +84,30 @@ class Predictor:
             return np.asarray(seg, dtype=np.uint8), np.asarray(probs, dtype=np.float32)
         return np.asarray(out, dtype=np.uint8)
 
-    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
-        """Class probabilities (n_classes, z, y, x), float32, on the input's grid.
-
-        nnU-Net's own path for one block: preprocessing (resampling to the model's spacing,
-        normalisation), sliding-window prediction averaged over the loaded folds, logits
-        resampled back to the block's grid, softmax. The caller bounds the block's size.
-        """
-        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
-        from nnunetv2.inference.export_prediction import (
-            convert_predicted_logits_to_segmentation_with_correct_shape,
+    @property
+    def patch_extent_mm(self) -> tuple[float, float, float]:
+        """Extent of the network's patch in mm, in the scan's (z, y, x) order."""
+        p = self._predictor
+        cm = p.configuration_manager
+        back = list(p.plans_manager.transpose_backward)
+        return tuple(  # type: ignore[return-value]
+            float(cm.patch_size[back[a]]) * float(cm.spacing[back[a]]) for a in range(3)
         )
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """The network's voxel spacing in the scan's (z, y, x) order."""
+        p = self._predictor
+        spacing = [float(v) for v in p.configuration_manager.spacing]
+        back = list(p.plans_manager.transpose_backward)
+        return tuple(spacing[back[a]] for a in range(3))  # type: ignore[return-value]
+
+    def predict_logits(
+        self, ct: np.ndarray, spacing_mm: Sequence[float]
+    ) -> tuple[np.ndarray, dict]:
+        """nnU-Net's preprocessing and sliding window (folds averaged): logits on the model's
+        grid, (n_classes, z', y', x') float32, with nnU-Net's properties of the block."""
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
 
         p = self._predictor
         image = np.asarray(ct, dtype=np.float32)[None]
@@ -114,14 +127,94 @@ class Predictor:
                 )
             )
             del image
-            logits = p.predict_logits_from_preprocessed_data(pre["data"]).cpu()
-            del pre["data"]
+            logits = p.predict_logits_from_preprocessed_data(pre["data"]).cpu().numpy()
+        return np.asarray(logits, dtype=np.float32), pre["data_properties"]
+
+    def _slab_export_mode(self, props: dict) -> str | None:
+        """'linear' / 'nearest' (axis-0 interpolation) when the logits can be brought back
+        slab by slab exactly as nnU-Net's export does; None when its own export must run."""
+        from nnunetv2.preprocessing.resampling.default_resampling import (
+            determine_do_sep_z_and_axis,
+        )
+
+        p = self._predictor
+        cm = p.configuration_manager
+        kwargs = dict(cm.configuration.get("resampling_fn_probabilities_kwargs", {}))
+        if (
+            list(p.plans_manager.transpose_forward) != [0, 1, 2]
+            or p.label_manager.has_regions
+            or cm.configuration.get("resampling_fn_probabilities")
+            != "resample_data_or_seg_to_shape"
+            or kwargs.get("order", 3) != 1
+        ):
+            return None
+        separate, axis = determine_do_sep_z_and_axis(
+            kwargs.get("force_separate_z"), cm.spacing, props["spacing"]
+        )
+        if not separate:
+            return "linear"
+        if axis == 0 and kwargs.get("order_z", 0) == 0:
+            return "nearest"
+        return None
+
+    def predict_slabs(
+        self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int = 16
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Class probabilities on the block's grid, ``slab_rows`` rows at a time.
+
+        Yields ``(first row, probabilities (n_classes, rows, y, x) float32)``. The logits
+        are resampled back exactly as nnU-Net's export does (same grid convention and
+        interpolation), but one slab at a time, so the block's classes x voxels array never
+        exists. Models whose export cannot be reproduced (other resampling, region-based
+        labels, transposed axes) fall back to nnU-Net's own export of the whole block.
+        """
+        from orgseg.core.resample import resize_rows
+
+        logits, props = self.predict_logits(ct, spacing_mm)
+        mode = self._slab_export_mode(props)
+        shape = tuple(int(s) for s in np.shape(ct))
+        if mode is None:
+            log.debug("slab export not reproducible for this model: nnU-Net's export")
+            probs = self._export_whole(logits, props)
+            for a in range(0, shape[0], slab_rows):
+                yield a, probs[:, a : a + slab_rows]
+            return
+        bbox = [tuple(int(v) for v in b) for b in props["bbox_used_for_cropping"]]
+        cropped = tuple(int(s) for s in props["shape_after_cropping_and_before_resampling"])
+        (z0, z1), (y0, y1), (x0, x1) = bbox
+        for a in range(0, shape[0], slab_rows):
+            b = min(shape[0], a + slab_rows)
+            out = np.zeros((self.n_classes, b - a, shape[1], shape[2]), dtype=np.float32)
+            out[0] = 1.0  # outside nnU-Net's crop: background
+            lo, hi = max(a, z0), min(b, z1)
+            if lo < hi:
+                scores = resize_rows(logits, cropped, (lo - z0, hi - z0), axis0=mode)
+                scores -= scores.max(axis=0, keepdims=True)
+                np.exp(scores, out=scores)
+                scores /= scores.sum(axis=0, keepdims=True)
+                out[:, lo - a : hi - a, y0:y1, x0:x1] = scores
+            yield a, out
+
+    def _export_whole(self, logits: np.ndarray, props: dict) -> np.ndarray:
+        import torch
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
+
+        p = self._predictor
+        with nnunet_output_to_log():
             _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
-                logits,
+                torch.from_numpy(logits),
                 p.plans_manager,
                 p.configuration_manager,
                 p.label_manager,
-                pre["data_properties"],
+                props,
                 return_probabilities=True,
             )
         return np.asarray(probs, dtype=np.float32)
+
+    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
+        """Class probabilities (n_classes, z, y, x), float32, on the input's grid, through
+        nnU-Net's own export (the whole block at once)."""
+        logits, props = self.predict_logits(ct, spacing_mm)
+        return self._export_whole(logits, props)

@@ -35,7 +35,8 @@ class PhantomModelConfig:
     #: organs the model outputs; those the phantoms lack are outputs that never fire
     organs: tuple[str, ...] = ("heart", "liver", "lungs", "spleen", "vertebrae")
     n_cases: int = 6
-    shape: tuple[int, int, int] = (48, 64, 64)
+    #: grid of the phantoms, cycled through the cases (several: scans of several lengths)
+    shapes: tuple[tuple[int, int, int], ...] = ((48, 64, 64),)
     spacing_mm: tuple[float, float, float] = (8.0, 7.5, 7.5)
     extent: str = "torso"
     features_scale: float = 0.5
@@ -72,7 +73,7 @@ def train_phantom_model(work_dir: str | Path, config: PhantomModelConfig) -> Pat
     cases = []
     for i in range(config.n_cases):
         ph = make_phantom(
-            shape=config.shape,
+            shape=config.shapes[i % len(config.shapes)],
             spacing_mm=config.spacing_mm,
             seed=config.seed + i,
             extent=config.extent,  # type: ignore[arg-type]

@@ -16,11 +16,15 @@ def test_chunks_cover_every_slice_and_weights_sum_to_one(n, spacing, chunk_mm, o
     chunks = plan_chunks(n, spacing_mm=spacing, chunk_mm=chunk_mm, overlap_mm=overlap_mm)
     length = max(1, round(chunk_mm / spacing))
     assert chunks[0].start == 0 and chunks[-1].stop == n
-    for c in chunks:
-        assert c.length == min(length, n)  # the last chunk is never shorter than needed
+    lengths = {c.length for c in chunks}
+    assert len(lengths) == 1 and max(lengths) <= min(length, n)  # even, never longer
+    overlap = int(np.ceil(overlap_mm / spacing - 1e-9))
+    if len(chunks) > 1:  # not more chunks than needed
+        assert (len(chunks) - 1) * (length - overlap) + length < n + (length - overlap)
     for a, b in zip(chunks, chunks[1:]):
         assert a.start < b.start
         assert (a.stop - b.start) * spacing >= overlap_mm - 1e-6  # overlap honoured
+        assert a.stop - b.start <= overlap + 1  # ... and not much more
         assert a.final_stop == b.start
     assert chunks[-1].final_stop == n
     total = np.zeros(n)
@@ -69,9 +73,10 @@ def test_blending_consistent_chunks_equals_unchunked_argmax(n, chunk_mm, overlap
         for start, stop, labels in blender.add(i, probs[:, c.start : c.stop]):
             assert np.all(out[start:stop] == 255), "a slab was written twice"
             out[start:stop] = labels
-        longest_buffer = max(longest_buffer, blender._buffer.shape[1])
+        longest_buffer = max(longest_buffer, blender.pending_rows)
     np.testing.assert_array_equal(out, np.argmax(probs, axis=0))
-    assert longest_buffer <= chunks[0].length  # never more than one chunk is held back
+    overlap = max((a.stop - b.start for a, b in zip(chunks, chunks[1:])), default=0)
+    assert longest_buffer <= overlap  # only rows shared with the next chunk are held back
 
 
 def test_blending_weights_favour_the_chunk_centre():
@@ -118,3 +123,46 @@ def test_chunk_rectangle_must_fit_the_plane():
     blender = SlabBlender(chunks, n_classes=2, plane_shape=(3, 3))
     with pytest.raises(ConfigError, match="fitting a"):
         blender.add(0, np.zeros((2, 4, 2, 2), np.float32), plane_start=(2, 0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chunks_added_as_slabs_blend_like_whole_chunks(seed):
+    rng = np.random.default_rng(seed)
+    n = 83
+    chunks = plan_chunks(n, spacing_mm=1.5, chunk_mm=45, overlap_mm=20)
+    probs = [rng.random((3, c.length, 2, 4)).astype(np.float32) for c in chunks]
+    whole = SlabBlender(chunks, n_classes=3, plane_shape=(2, 4))
+    slabs = SlabBlender(chunks, n_classes=3, plane_shape=(2, 4))
+    out_whole = np.full((n, 2, 4), 255, np.uint8)
+    out_slabs = np.full((n, 2, 4), 255, np.uint8)
+    for i, c in enumerate(chunks):
+        for a, b, lab in whole.add(i, probs[i]):
+            out_whole[a:b] = lab
+        row = 0
+        while row < c.length:
+            size = int(rng.integers(1, 9))
+            for a, b, lab in slabs.add(i, probs[i][:, row : row + size], row_start=row):
+                assert np.all(out_slabs[a:b] == 255), "a slab was written twice"
+                out_slabs[a:b] = lab
+            row += min(size, c.length - row)
+    np.testing.assert_array_equal(out_slabs, out_whole)
+    assert not np.any(out_slabs == 255)
+
+
+def test_rows_of_a_chunk_must_come_in_order():
+    chunks = plan_chunks(10, spacing_mm=1.0, chunk_mm=6, overlap_mm=2)
+    blender = SlabBlender(chunks, n_classes=2, plane_shape=(1, 1))
+    blender.add(0, np.ones((2, 3, 1, 1), np.float32))
+    with pytest.raises(ConfigError, match="expected chunk 0 row 3"):
+        blender.add(0, np.ones((2, 2, 1, 1), np.float32), row_start=4)
+    with pytest.raises(ConfigError, match="expected chunk 0 row 3"):
+        blender.add(1, np.ones((2, 6, 1, 1), np.float32))
+
+
+@pytest.mark.parametrize("n", [257, 300, 420, 600, 1000])
+def test_chunks_are_never_shorter_than_the_minimum(n):
+    chunks = plan_chunks(n, spacing_mm=1.5, chunk_mm=150, overlap_mm=50, min_chunk_mm=384)
+    assert all(c.length >= 256 for c in chunks)
+    assert chunks[-1].stop == n
+    for a, b in zip(chunks, chunks[1:]):
+        assert 34 <= a.stop - b.start <= 35  # the overlap asked for, not a shifted-back chunk

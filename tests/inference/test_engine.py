@@ -19,21 +19,26 @@ class IntensityModel:
     """Per-voxel softmax over distances to class centre intensities; records its blocks."""
 
     n_classes = 3
+    patch_extent_mm = (0.0, 0.0, 0.0)
 
     def __init__(self) -> None:
         self.lut = np.array([0, 7, 9], np.uint8)  # output ids differ from class indices
         self.blocks: list[tuple[int, int, int]] = []
 
-    def predict_probabilities(self, ct, spacing_mm):
-        self.blocks.append(ct.shape)
+    def probabilities(self, ct):
         d = -np.abs(ct[None].astype(np.float32) - CENTRES_HU[:, None, None, None]) / 50.0
         e = np.exp(d - d.max(axis=0))
         return (e / e.sum(axis=0)).astype(np.float32)
 
+    def predict_slabs(self, ct, spacing_mm, *, slab_rows):
+        self.blocks.append(ct.shape)
+        for a in range(0, ct.shape[0], slab_rows):
+            yield a, self.probabilities(ct[a : a + slab_rows])
+
 
 def expected_labels(ct: np.ndarray) -> np.ndarray:
     model = IntensityModel()
-    return model.lut[np.argmax(model.predict_probabilities(ct, None), axis=0)]
+    return model.lut[np.argmax(model.probabilities(ct), axis=0)]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +52,15 @@ def phantom():
 def test_chunked_labels_equal_unchunked_inside_the_body(phantom, chunk_mm, overlap_mm):
     ct = Volume(phantom.ct_hu, spacing_mm=phantom.spacing_mm)
     model = IntensityModel()
-    seg = segment_volume(model, ct, EngineOptions(chunk_mm=chunk_mm, overlap_mm=overlap_mm))
+    options = EngineOptions(chunk_mm=chunk_mm, overlap_mm=overlap_mm, half_precision_blend=False)
+    seg = segment_volume(model, ct, options)
     assert seg.labels.shape == ct.shape and seg.labels.dtype == np.uint8
     want = np.where(seg.body, expected_labels(phantom.ct_hu), 0)
     np.testing.assert_array_equal(seg.labels, want)
     assert set(np.unique(seg.labels)) == {0, 7, 9}
     if chunk_mm is not None:
         longest = max(b[0] for b in model.blocks)
-        assert longest == round(chunk_mm / 5.0)  # the model never sees more than a chunk
+        assert longest <= round(chunk_mm / 5.0)  # the model never sees more than a chunk
         assert len(seg.chunks) > 1
 
 
@@ -101,3 +107,34 @@ def test_progress_is_reported_per_chunk(phantom):
 def test_overlap_not_shorter_than_chunk_is_refused():
     with pytest.raises(ConfigError, match="must exceed the overlap"):
         EngineOptions(chunk_mm=50.0, overlap_mm=50.0)
+
+
+def test_chunks_are_never_shorter_than_the_network_patch(phantom):
+    ct = Volume(phantom.ct_hu, spacing_mm=phantom.spacing_mm)
+    model = IntensityModel()
+    model.patch_extent_mm = (150.0, 0.0, 0.0)
+    options = EngineOptions(chunk_mm=60.0, overlap_mm=20.0, half_precision_blend=False)
+    seg = segment_volume(model, ct, options)
+    assert min(c.length for c in seg.chunks) * 5.0 >= 150.0
+    assert len(seg.chunks) == 2
+    want = np.where(seg.body, expected_labels(phantom.ct_hu), 0)
+    np.testing.assert_array_equal(seg.labels, want)
+
+
+def test_blocks_are_never_narrower_than_the_network_patch(phantom):
+    ct = Volume(phantom.ct_hu, spacing_mm=phantom.spacing_mm)
+    model = IntensityModel()
+    model.patch_extent_mm = (0.0, 300.0, 350.0)  # 33.3 and 38.9 voxels of 9 mm
+    options = EngineOptions(chunk_mm=100.0, overlap_mm=30.0, half_precision_blend=False)
+    seg = segment_volume(model, ct, options)
+    assert all(b[1] >= 34 and b[2] >= 39 for b in model.blocks)
+    want = np.where(seg.body, expected_labels(phantom.ct_hu), 0)
+    np.testing.assert_array_equal(seg.labels, want)
+
+
+def test_half_precision_blending_differs_only_at_near_ties(phantom):
+    ct = Volume(phantom.ct_hu, spacing_mm=phantom.spacing_mm)
+    opts = dict(chunk_mm=100.0, overlap_mm=50.0)
+    full = segment_volume(IntensityModel(), ct, EngineOptions(**opts, half_precision_blend=False))
+    half = segment_volume(IntensityModel(), ct, EngineOptions(**opts))
+    assert np.count_nonzero(full.labels != half.labels) <= 1e-4 * full.labels.size
