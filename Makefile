@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo lint typecheck bench-body clean
+.PHONY: setup test test-fast demo lint typecheck bench-body bench-chunked clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy orgseg/core
+
+bench-chunked: setup
+	$(BIN)/python benchmarks/chunked_inference.py
 
 bench-body: setup
 	$(BIN)/python benchmarks/body_contour.py

@@ -258,27 +258,33 @@ class SlabBlender:
                 f"[{self._start}, {self._start + self.pending_rows}]: the plan is not ordered"
             )
         ys, xs = slice(y0, y0 + h), slice(x0, x0 + w_)
-        # rows [a, pending end) already hold earlier chunks' shares; the rest are new
-        shared = min(self._start + self.pending_rows - a, n)
-        new = np.zeros((self.n_classes, n - max(shared, 0), *self.plane_shape), self.dtype)
-        self._pending = np.concatenate([self._pending, new], axis=1)
+        # rows [a, pending end) already hold earlier chunks' shares; the rest are new.
+        # The slab is blended in float32; only rows a later chunk still touches are stored
+        # back (in ``dtype``), the others become labels at once.
         lo = a - self._start
-        rows = slice(lo, lo + n)
-        # certain background around the rectangle (four strips), the prediction inside it
+        shared = min(self.pending_rows - lo, n)
+        block = np.zeros((self.n_classes, n, *self.plane_shape), dtype=np.float32)
+        block[:, :shared] = self._pending[:, lo : lo + shared]
         height, width = self.plane_shape
+        # certain background around the rectangle (four strips), the prediction inside it
         for strip in (
             (slice(0, y0), slice(0, width)),
             (slice(y0 + h, height), slice(0, width)),
             (ys, slice(0, x0)),
             (ys, slice(x0 + w_, width)),
         ):
-            self._pending[0, rows, strip[0], strip[1]] += weight[:, None, None]
-        self._pending[:, rows, ys, xs] += weight[None, :, None, None] * probabilities
-        final = min(a + n, chunk.final_stop) - self._start
-        if final <= 0:
-            return []
-        labels = np.argmax(self._pending[:, :final], axis=0).astype(np.uint8)
-        out = [(self._start, self._start + final, labels)]
-        self._pending = np.ascontiguousarray(self._pending[:, final:])
-        self._start += final
+            block[0, :, strip[0], strip[1]] += weight[:, None, None]
+        block[:, :, ys, xs] += weight[None, :, None, None] * probabilities
+        n_final = max(0, min(a + n, chunk.final_stop) - a)  # rows of this slab now final
+        out = []
+        if n_final:
+            labels = np.argmax(block[:, :n_final], axis=0).astype(np.uint8)
+            out.append((a, a + n_final, labels))
+        keep: np.ndarray = block[:, n_final:].astype(self.dtype)
+        head = self._pending[:, :lo]  # pending rows before this slab (not final yet)
+        self._pending = np.concatenate([head, keep, self._pending[:, lo + shared :]], axis=1)
+        if n_final:
+            if lo:
+                raise ConfigError(f"chunk {index}: rows before {a} are still pending")
+            self._start = a + n_final
         return out
