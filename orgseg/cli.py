@@ -252,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # third-party INFO chatter (one line per copied DICOM module)
+        for noisy in ("highdicom", "numexpr"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
