@@ -25,6 +25,7 @@ time(b)/time(a) <= 1.10; Dice(a, b) >= 0.999 for every organ.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -33,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from orgseg.core.metrics import dice
 
 MODEL_SPACING_MM = (6.0, 6.0, 6.0)
 SCAN_SPACING_MM = (1.5, 0.8, 0.8)
@@ -44,7 +47,6 @@ def rss_mb() -> float:
 
 def train_model(work: Path) -> Path:
     from orgseg.catalog import STRATEGY2_ORGANS
-    from orgseg.config import TrainingConfig
     from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
 
     config = PhantomModelConfig(
@@ -55,15 +57,7 @@ def train_model(work: Path) -> Path:
         spacing_mm=MODEL_SPACING_MM,
         features_scale=0.25,
         patch_size=(64, 64, 64),
-        training=TrainingConfig(
-            epochs=12,
-            iterations_per_epoch=25,
-            val_iterations_per_epoch=2,
-            folds=(0,),
-            save_every_epochs=100,
-            initial_lr=0.1,
-            momentum=0.9,
-        ),
+        training=dataclasses.replace(PhantomModelConfig().training, epochs=12),
     )
     return train_phantom_model(work / "model_work", config)
 
@@ -117,9 +111,8 @@ def dice_per_organ(a: np.ndarray, b: np.ndarray, labels: dict[str, int]) -> dict
     out = {}
     for organ, lid in labels.items():
         ma, mb = a == lid, b == lid
-        total = int(ma.sum()) + int(mb.sum())
-        if total:
-            out[organ] = 2.0 * int(np.logical_and(ma, mb).sum()) / total
+        if ma.any() or mb.any():
+            out[organ] = dice(ma, mb)
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,7 +181,3 @@ def write_case_outputs(
             remove(url)
         raise
     return written
-
-
-def organ_order(label_ids: Mapping[str, int]) -> Sequence[str]:
-    return sorted(label_ids, key=lambda o: label_ids[o])

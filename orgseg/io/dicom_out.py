@@ -16,6 +16,7 @@ import numpy as np
 from orgseg.core.orientation import Reorientation, from_canonical
 from orgseg.errors import DataContractError
 from orgseg.io.storage import atomic_local_path, join_url, local_copy
+from orgseg.io.volumes import looks_like_dicom
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,7 @@ def _series_files(folder: str) -> list[str]:
     for root, _, names in os.walk(folder):
         for n in names:
             path = os.path.join(root, n)
-            with open(path, "rb") as fh:
-                head = fh.read(132)
-            if head[128:132] == b"DICM" or n.lower().endswith(".dcm"):
+            if n.lower().endswith(".dcm") or looks_like_dicom(path):
                 files.append(path)
     if not files:
         raise DataContractError(f"{folder}: no DICOM files for the DICOM outputs")

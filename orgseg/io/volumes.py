@@ -155,7 +155,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
             image = _read_dicom_dir(path, url, series_uid)
         else:
             _, suffix = split_suffix(path)
-            if suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_dicom(path):
+            if suffix.lower() not in IMAGE_SUFFIXES and not looks_like_dicom(path):
                 raise DataContractError(
                     f"{url}: expected an image file ({', '.join(IMAGE_SUFFIXES)}) or a DICOM "
                     f"series folder, got a file with suffix {suffix!r}"
@@ -241,12 +241,6 @@ def _check_nifti_header(path: str, url: str) -> None:
             f"{url}: expected positive voxel spacing, the NIfTI header says pixdim "
             f"{pixdim} mm; fix the header (pixdim[1:4]) or re-export the image"
         )
-
-
-def _looks_like_dicom(path: str) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-    return head[128:132] == b"DICM"
 
 
 def looks_like_dicom(url: str) -> bool:

@@ -212,9 +212,3 @@ class Predictor:
                 return_probabilities=True,
             )
         return np.asarray(probs, dtype=np.float32)
-
-    def predict_probabilities(self, ct: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
-        """Class probabilities (n_classes, z, y, x), float32, on the input's grid, through
-        nnU-Net's own export (the whole block at once)."""
-        logits, props = self.predict_logits(ct, spacing_mm)
-        return self._export_whole(logits, props)
