@@ -139,6 +139,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             tile_step_size=args.step_size,
         ),
         engine=EngineOptions(
+            mode=args.chunk_mode,
             chunk_mm=None if args.no_chunk else args.chunk_mm,
             overlap_mm=args.overlap_mm,
             body_crop=not args.no_body_crop,
@@ -220,8 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder or URL (<case>/...)")
     p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
     p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
-    p.add_argument("--chunk-mm", type=float, default=150.0, help="chunk length (default 150)")
-    p.add_argument("--overlap-mm", type=float, default=50.0, help="chunk overlap (default 50)")
+    p.add_argument(
+        "--chunk-mode",
+        choices=("stream", "blend"),
+        default="stream",
+        help="stream: nnU-Net's whole-scan tiling a tile row at a time, equal to unchunked "
+        "(default; models that cannot be streamed fall back to blend); blend: chunks of "
+        "--chunk-mm overlapping by --overlap-mm, blended",
+    )
+    p.add_argument(
+        "--chunk-mm", type=float, default=150.0, help="blend mode: chunk length (default 150)"
+    )
+    p.add_argument(
+        "--overlap-mm", type=float, default=50.0, help="blend mode: chunk overlap (default 50)"
+    )
     p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
     p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")
     p.add_argument("--ml", action="store_true", help="one multi-label file, not one per organ")

@@ -62,6 +62,8 @@ class BodyCropConfig:
 class InferenceConfig:
     """The chunked engine's settings for the run's own predictions (see orgseg segment)."""
 
+    #: "stream" (exact, nnU-Net's whole-scan tiling a tile row at a time) or "blend"
+    mode: str = "stream"
     chunk_mm: float | None = 150.0
     overlap_mm: float = 50.0
 

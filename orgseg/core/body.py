@@ -23,6 +23,7 @@ single elementwise pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -106,6 +107,34 @@ def _fill_axial_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside
 
 
+@dataclass(frozen=True, slots=True)
+class PackedMask:
+    """A boolean (Z, Y, X) mask held as bits (an eighth of a bool array), read a slab of
+    rows at a time.
+
+    >>> m = np.zeros((3, 2, 10), bool); m[1, 1, 9] = True
+    >>> p = PackedMask.pack(m)
+    >>> p.bits.shape, bool(p.rows(1, 2)[0, 1, 9]), bool((p.unpack() == m).all())
+    ((3, 2, 2), True, True)
+    """
+
+    bits: np.ndarray  # (Z, Y, ceil(X / 8)) uint8
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def pack(cls, mask: np.ndarray) -> PackedMask:
+        return cls(np.packbits(mask, axis=-1), tuple(int(v) for v in mask.shape))  # type: ignore[arg-type]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.unpackbits(self.bits[start:stop], axis=-1, count=self.shape[2]).view(bool)
+
+    def unpack(self) -> np.ndarray:
+        return self.rows(0, self.shape[0])
+
+    def any(self) -> bool:
+        return bool(self.bits.any())
+
+
 def body_mask(
     ct_hu: np.ndarray,
     *,
@@ -116,7 +145,8 @@ def body_mask(
     restore_radius_mm: float = 3.0,
     min_limb_ml: float = 30.0,
     min_limb_fraction: float = 0.01,
-) -> np.ndarray:
+    packed: bool = False,
+) -> np.ndarray | PackedMask:
     """Boolean mask of the patient's body in a canonical CT.
 
     Parameters
@@ -132,10 +162,12 @@ def body_mask(
     min_limb_ml, min_limb_fraction : a component other than the largest is kept (an arm,
         a leg) only if its volume is at least both ``min_limb_ml`` and this fraction of
         the largest, and it is mostly soft tissue.
+    packed : return a :class:`PackedMask` (built a slab at a time: the full-resolution
+        bool array never exists).
 
     Returns
     -------
-    ndarray of bool, shape (Z, Y, X)
+    ndarray of bool, shape (Z, Y, X), or PackedMask
 
     Examples
     --------
@@ -165,7 +197,8 @@ def body_mask(
     opened = ndimage.binary_opening(raw, structure=ball)
     labels, n = ndimage.label(opened)
     if n == 0:
-        return np.zeros(ct_hu.shape, dtype=bool)
+        empty = np.zeros(ct_hu.shape, dtype=bool)
+        return PackedMask.pack(empty) if packed else empty
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     largest = int(np.argmax(sizes))
@@ -196,18 +229,30 @@ def body_mask(
     tissue = plane_means > slice_thr[:, None, None]
     kept_area = kept_z.sum(axis=(1, 2))
     present = (tissue & kept_z).sum(axis=(1, 2)) >= 0.3 * np.maximum(kept_area, 1)
-    full_inner = _upsample(inner, factors, shape)
-    full_band = _upsample(band, factors, shape)
-    out = full_band
-    out &= ct_hu > slice_thr[:, None, None]
-    out |= full_inner
-    out[~present] = False
-    return out
+    # a slab of coarse rows at a time: no full-resolution temporaries beyond the mask
+    if packed:
+        out = np.zeros((shape[0], shape[1], (shape[2] + 7) // 8), dtype=np.uint8)
+    else:
+        out = np.zeros(shape, dtype=bool)
+    fz = factors[0]
+    step = max(1, 16 // fz) * fz
+    for a in range(0, shape[0], step):
+        b = min(shape[0], a + step)
+        ca, cb = a // fz, (b + fz - 1) // fz
+        slab = _upsample(band[ca:cb], factors, (cb - ca) * fz, shape)[: b - a]
+        slab &= ct_hu[a:b] > slice_thr[a:b, None, None]
+        slab |= _upsample(inner[ca:cb], factors, (cb - ca) * fz, shape)[: b - a]
+        slab[~present[a:b]] = False
+        out[a:b] = np.packbits(slab, axis=-1) if packed else slab
+    return PackedMask(out, tuple(shape)) if packed else out  # type: ignore[arg-type]
 
 
-def _upsample(mask: np.ndarray, factors: tuple[int, int, int], shape: Sequence[int]) -> np.ndarray:
+def _upsample(
+    mask: np.ndarray, factors: tuple[int, int, int], n_rows: int, shape: Sequence[int]
+) -> np.ndarray:
+    """Block-repeat a coarse mask to full resolution (``n_rows`` rows, ``shape``'s plane)."""
     out = mask
     for axis, f in enumerate(factors):
         if f > 1:
             out = np.repeat(out, f, axis=axis)
-    return out[: shape[0], : shape[1], : shape[2]]
+    return np.ascontiguousarray(out[:n_rows, : shape[1], : shape[2]])

@@ -108,7 +108,7 @@ def segment_batch(
                 labels=seg.labels,
                 ct=ct,
                 reorientation=reorientation,
-                body=seg.body,
+                body=seg.body_bits,
                 label_ids=model.labels,
                 options=outputs,
                 dicom_url=case.url if case.is_dicom else None,
@@ -123,11 +123,11 @@ def segment_batch(
             continue
         summary.done.append(case.case_id)
         log.info(
-            "case %d/%d %s: %d chunks, %.1f s",
+            "case %d/%d %s: %s, %.1f s",
             n,
             len(cases),
             case.case_id,
-            len(seg.chunks),
+            seg.describe(),
             time.perf_counter() - t_case,
         )
     summary.seconds = time.perf_counter() - t0

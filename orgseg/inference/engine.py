@@ -1,13 +1,24 @@
 """The overlap-chunked, body-cropped, low-RAM segmentation engine.
 
-A scan is cut along the cranio-caudal axis into chunks of ``chunk_mm`` overlapping by
-``overlap_mm`` (:func:`orgseg.core.chunks.plan_chunks`). Each chunk is cropped in-plane to
-the body contour (plus a margin) and goes through the model's whole path: resampling to the
-model's spacing, sliding-window prediction, class probabilities resampled back to the chunk's
-own grid. Neighbouring chunks' probabilities are blended with weights that fall off towards
-each chunk's edge (:class:`orgseg.core.chunks.SlabBlender`), and slabs no later chunk can
-touch are turned into labels at once. Peak memory is bounded by about two chunks of class
-probabilities (in-plane: the body's extent), not by the scan's length.
+Two ways to cut a scan along the cranio-caudal axis:
+
+* ``stream`` (default, for nnU-Net CT models): nnU-Net's own sliding window is laid out
+  over the whole scan and walked one tile row at a time (:mod:`orgseg.nnunet.stream`).
+  A chunk is one patch height; neighbouring tile rows overlap by half a patch and are
+  blended with nnU-Net's Gaussian tile weights, so the label map equals stock nnU-Net on
+  the whole scan inside the body. Tiles that cannot reach the body are skipped.
+* ``blend`` (any model, and the fallback for models whose preprocessing uses image-wide
+  statistics): the scan is cut as below.
+
+In ``blend`` mode a scan is cut along the cranio-caudal axis into chunks of ``chunk_mm``
+overlapping by ``overlap_mm`` (:func:`orgseg.core.chunks.plan_chunks`). Each chunk is
+cropped in-plane to the body contour (plus a margin) and goes through the model's whole
+path: resampling to the model's spacing, sliding-window prediction, class probabilities
+resampled back to the chunk's own grid. Neighbouring chunks' probabilities are blended with
+weights that fall off towards each chunk's edge (:class:`orgseg.core.chunks.SlabBlender`),
+and slabs no later chunk can touch are turned into labels at once. Peak memory is bounded by
+about two chunks of class probabilities (in-plane: the body's extent), not by the scan's
+length.
 """
 
 from __future__ import annotations
@@ -16,13 +27,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from orgseg.core.body import body_mask
+from orgseg.core.body import PackedMask, body_mask
 from orgseg.core.chunks import Chunk, SlabBlender, grid_edges, plan_chunks, snap_chunks
 from orgseg.core.crop import bounding_box
+from orgseg.core.tiles import row_boxes
 from orgseg.core.volume import Volume
 from orgseg.errors import ConfigError
 
@@ -44,6 +56,10 @@ class ProbabilityModel(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineOptions:
+    #: "stream": nnU-Net's whole-scan sliding window a tile row at a time (exact; models
+    #: that cannot be streamed fall back to "blend"); "blend": chunks of chunk_mm
+    #: overlapping by overlap_mm, each through the model's whole path, blended
+    mode: Literal["stream", "blend"] = "stream"
     #: chunk length along the cranio-caudal axis; None segments the scan in one piece
     chunk_mm: float | None = 150.0
     #: overlap between neighbouring chunks (the paper found 50 mm sufficient)
@@ -58,6 +74,8 @@ class EngineOptions:
     half_precision_blend: bool = True
 
     def __post_init__(self) -> None:
+        if self.mode not in ("stream", "blend"):
+            raise ConfigError(f"expected mode 'stream' or 'blend', got {self.mode!r}")
         if self.chunk_mm is not None and self.chunk_mm <= self.overlap_mm:
             raise ConfigError(
                 f"chunk length ({self.chunk_mm} mm) must exceed the overlap "
@@ -75,9 +93,22 @@ class Segmentation:
     """Output label map (canonical frame, output ids) and what it took."""
 
     labels: np.ndarray  # (Z, Y, X) uint8
-    body: np.ndarray | None  # (Z, Y, X) bool when body_crop, else None
-    chunks: tuple[Chunk, ...]
+    body_bits: PackedMask | None  # the body contour when body_crop, else None
+    chunks: tuple[Chunk, ...]  # blend mode's chunks (empty when streamed)
     seconds: float
+    mode: str = "blend"  # "stream", "blend" or "whole"
+
+    @property
+    def body(self) -> np.ndarray | None:
+        """The body contour as a (Z, Y, X) bool array (unpacked on each access)."""
+        return None if self.body_bits is None else self.body_bits.unpack()
+
+    def describe(self) -> str:
+        if self.mode == "stream":
+            return "streamed tile rows"
+        if self.mode == "whole":
+            return "whole scan"
+        return f"{len(self.chunks)} chunks"
 
 
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
@@ -139,12 +170,30 @@ def segment_volume(
     """Segment a canonical CT chunk by chunk; the label map is on the CT's own grid."""
     t0 = time.perf_counter()
     shape = ct.shape
-    body = body_mask(ct.array, spacing_mm=ct.spacing_mm) if options.body_crop else None
-    if body is not None and not body.any():
-        log.warning("no body found in the scan: segmenting the whole field of view")
-        body = None
+    bits = None
+    if options.body_crop:
+        bits = body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)
+        assert isinstance(bits, PackedMask)
+        if not bits.any():
+            log.warning("no body found in the scan: segmenting the whole field of view")
+            bits = None
+    if (
+        options.mode == "stream"
+        and options.chunk_mm is not None
+        and hasattr(model, "stream_labels")
+    ):
+        labels = _streamed(model, ct, bits, options, progress)
+        if labels is not None:
+            return Segmentation(
+                labels=labels,
+                body_bits=bits,
+                chunks=(),
+                seconds=time.perf_counter() - t0,
+                mode="stream",
+            )
     model_spacing = getattr(model, "spacing_mm", None)
     patch_mm = tuple(getattr(model, "patch_extent_mm", (0.0, 0.0, 0.0)))
+    body = None if bits is None else bits.unpack()
     if body is not None:
         gy, gx = _plane_box(body, ct.spacing_mm, options.body_margin_mm, model_spacing, patch_mm)
     else:
@@ -185,8 +234,53 @@ def segment_volume(
         if progress is not None:
             progress(i + 1, len(chunks))
         log.debug("chunk %d/%d: slices %d-%d", i + 1, len(chunks), chunk.start, chunk.stop)
-    if body is not None:
-        labels[~body] = 0
+    del body
+    if bits is not None:
+        _clear_outside(labels, bits)
     return Segmentation(
-        labels=labels, body=body, chunks=tuple(chunks), seconds=time.perf_counter() - t0
+        labels=labels,
+        body_bits=bits,
+        chunks=tuple(chunks),
+        seconds=time.perf_counter() - t0,
+        mode="whole" if options.chunk_mm is None else "blend",
     )
+
+
+def _clear_outside(labels: np.ndarray, body: PackedMask, rows: int = 32) -> None:
+    """Background outside the body, a slab at a time (no full-size temporary)."""
+    for a in range(0, labels.shape[0], rows):
+        labels[a : a + rows][~body.rows(a, a + rows)] = 0
+
+
+def body_row_boxes(body: PackedMask, rows: int = 32) -> np.ndarray:
+    """Per scan row, the body's in-plane box (see :func:`orgseg.core.tiles.row_boxes`)."""
+    return np.concatenate(
+        [row_boxes(body.rows(a, a + rows)) for a in range(0, body.shape[0], rows)]
+    )
+
+
+def _streamed(
+    model, ct: Volume, body: PackedMask | None, options: EngineOptions, progress: Progress | None
+) -> np.ndarray | None:
+    """The label map by streaming, or None when the model cannot be streamed."""
+    from orgseg.nnunet.stream import NotStreamableError
+
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    lut = np.asarray(model.lut, dtype=np.uint8)
+    rows = model.stream_labels(
+        np.asarray(ct.array),
+        ct.spacing_mm,
+        body_boxes=None if body is None else body_row_boxes(body),
+        margin_mm=options.body_margin_mm,
+        slab_rows=options.slab_rows,
+        progress=progress,
+    )
+    try:
+        for z0, z1, (ys, xs), slab in rows:
+            labels[z0:z1, ys, xs] = lut[slab]
+    except NotStreamableError as exc:  # raised before the first slab
+        log.info("model cannot be streamed (%s): chunk-and-blend instead", exc)
+        return None
+    if body is not None:
+        _clear_outside(labels, body)
+    return labels

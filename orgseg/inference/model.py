@@ -85,6 +85,12 @@ class SegmentationModel:
     ) -> Iterator[tuple[int, np.ndarray]]:
         return self.predictor.predict_slabs(ct, spacing_mm, slab_rows=slab_rows)
 
+    def stream_labels(
+        self, ct: np.ndarray, spacing_mm: Sequence[float], **kwargs
+    ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
+        """nnU-Net's whole-scan sliding window, a tile row at a time (exact)."""
+        return self.predictor.stream_labels(ct, spacing_mm, **kwargs)
+
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         return self.predictor.spacing_mm

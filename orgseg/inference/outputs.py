@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orgseg.core.body import PackedMask
 from orgseg.core.orientation import Reorientation
 from orgseg.core.size import water_equivalent_diameter
 from orgseg.core.statistics import organ_statistics
@@ -53,7 +54,7 @@ class OutputOptions:
 def case_statistics(
     labels: np.ndarray,
     ct: Volume,
-    body: np.ndarray | None,
+    body: np.ndarray | PackedMask | None,
     label_ids: Mapping[str, int],
 ) -> dict[str, object]:
     stats: dict[str, object] = {
@@ -64,7 +65,16 @@ def case_statistics(
         "shape": list(ct.shape),
     }
     if body is not None:
-        wed = water_equivalent_diameter(np.asarray(ct.array), body, spacing_mm=ct.spacing_mm)
+        packed = body if isinstance(body, PackedMask) else PackedMask.pack(body)
+        arr = np.asarray(ct.array)
+        wed = np.concatenate(  # a slab at a time: no float copy of the whole scan
+            [
+                water_equivalent_diameter(
+                    arr[a : a + 32], packed.rows(a, a + 32), spacing_mm=ct.spacing_mm
+                )
+                for a in range(0, arr.shape[0], 32)
+            ]
+        )
         stats["wed_mm_median"] = (
             None if np.all(np.isnan(wed)) else round(float(np.nanmedian(wed)), 1)
         )
@@ -136,7 +146,7 @@ def write_case_outputs(
     labels: np.ndarray,
     ct: Volume,
     reorientation: Reorientation,
-    body: np.ndarray | None,
+    body: np.ndarray | PackedMask | None,
     label_ids: Mapping[str, int],
     options: OutputOptions,
     dicom_url: str | None = None,

@@ -195,6 +195,31 @@ class Predictor:
                 out[:, lo - a : hi - a, y0:y1, x0:x1] = scores
             yield a, out
 
+    def stream_labels(
+        self,
+        ct: np.ndarray,
+        spacing_mm: Sequence[float],
+        *,
+        body_boxes: np.ndarray | None = None,
+        margin_mm: float = 10.0,
+        slab_rows: int = 16,
+        progress=None,
+    ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
+        """nnU-Net's whole-scan prediction streamed a tile row at a time (see
+        :mod:`orgseg.nnunet.stream`); raises ``NotStreamableError`` on first use when the
+        model's preprocessing cannot be streamed."""
+        from orgseg.nnunet.stream import stream_labels
+
+        return stream_labels(
+            self,
+            ct,
+            spacing_mm,
+            body_boxes=body_boxes,
+            margin_mm=margin_mm,
+            slab_rows=slab_rows,
+            progress=progress,
+        )
+
     def _export_whole(self, logits: np.ndarray, props: dict) -> np.ndarray:
         import torch
         from nnunetv2.inference.export_prediction import (

@@ -17,6 +17,7 @@ from orgseg.core.orientation import to_canonical
 from orgseg.inference.engine import EngineOptions, segment_volume
 from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
+from orgseg.io.storage import local_copy
 from orgseg.pipeline.cases import CaseRecord, load_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.strategy1 import organ_predictor
@@ -31,15 +32,17 @@ def predict_test_cases(config: RunConfig) -> None:
     tests = [manifest.case(c) for c in manifest.test]
     todo2 = [c for c in tests if not exists(layout.prediction(2, c.case_id))]
     if todo2:
-        model = SegmentationModel(
-            layout.model(2),
-            ModelOptions(
-                device=config.nnunet.device,
-                use_mirroring=config.nnunet.use_mirroring,
-                tile_step_size=config.nnunet.tile_step_size,
-            ),
-        )
+        with local_copy(layout.model(2)) as model_dir:  # staged once when remote
+            model = SegmentationModel(
+                model_dir,
+                ModelOptions(
+                    device=config.nnunet.device,
+                    use_mirroring=config.nnunet.use_mirroring,
+                    tile_step_size=config.nnunet.tile_step_size,
+                ),
+            )
         engine = EngineOptions(
+            mode=config.inference.mode,  # type: ignore[arg-type]
             chunk_mm=config.inference.chunk_mm,
             overlap_mm=config.inference.overlap_mm,
             body_crop=config.body_crop.enabled,

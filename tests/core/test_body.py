@@ -105,3 +105,15 @@ def test_crop_volume_keeps_world_positions():
     expected = np.array([1, 2, 3]) + 1 * 2 * d[0] + 2 * 3 * d[1] + 3 * 4 * d[2]
     np.testing.assert_allclose(c.origin_mm, expected)
     assert c.array[0, 0, 0] == vol.array[1, 2, 3]
+
+
+def test_packed_body_mask_is_the_same_mask():
+    from orgseg.core.body import PackedMask
+    from orgseg.phantoms import make_phantom
+
+    p = make_phantom(shape=(40, 64, 60), spacing_mm=(5.0, 5.0, 5.0), seed=3)
+    full = body_mask(p.ct_hu, spacing_mm=p.spacing_mm)
+    packed = body_mask(p.ct_hu, spacing_mm=p.spacing_mm, packed=True)
+    assert isinstance(packed, PackedMask) and packed.shape == full.shape
+    assert full.any() and np.array_equal(packed.unpack(), full)
+    assert np.array_equal(packed.rows(7, 19), full[7:19])
