@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo lint typecheck bench-body bench-chunked clean
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration slurm-up slurm-down s3-up clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock requirements/torch-cpu.txt requir
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup
+test: setup slurm-up
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -39,6 +39,27 @@ bench-chunked: setup
 
 bench-body: setup
 	$(BIN)/python benchmarks/body_contour.py
+
+# the whole method on a Slurm cluster: make train-all CONFIG=jobs/reference.yaml
+CONFIG ?= jobs/reference.yaml
+train-all: setup
+	$(BIN)/orgseg train-all -c $(CONFIG) --executor slurm
+
+bench-orchestration: setup slurm-up
+	$(BIN)/python benchmarks/orchestration.py
+
+# a local S3 endpoint (moto's server) for trying s3:// run roots: storage.endpoint_url
+# http://127.0.0.1:$(S3_PORT), any AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+S3_PORT ?= 9000
+s3-up: setup
+	@(nohup $(BIN)/moto_server -H 127.0.0.1 -p $(S3_PORT) >/tmp/orgseg-s3.log 2>&1 &) ; sleep 2
+	@echo "S3 endpoint: http://127.0.0.1:$(S3_PORT) (log /tmp/orgseg-s3.log)"
+
+slurm-up:
+	bash slurm/cluster.sh up
+
+slurm-down:
+	bash slurm/cluster.sh down
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache .mypy_cache .ruff_cache

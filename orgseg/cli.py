@@ -80,8 +80,11 @@ def cmd_sources(args: argparse.Namespace) -> int:
 def _load_config(path: str):  # noqa: ANN202
     from orgseg.config import load_run_config
     from orgseg.io import read_bytes
+    from orgseg.io.storage import configure_storage
 
-    return load_run_config(read_bytes(path).decode(), where=path)
+    config = load_run_config(read_bytes(path).decode(), where=path)
+    configure_storage(config.storage)  # the endpoint for s3:// run roots
+    return config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -106,12 +109,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_all(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.run import train_all
+def _with_executor(config, executor: str | None):
+    import dataclasses
 
-    wall = train_all(_load_config(args.config), executor=args.executor)
+    if executor is None:
+        return config
+    return dataclasses.replace(
+        config, cluster=dataclasses.replace(config.cluster, executor=executor)
+    )
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    from orgseg import orchestrate
+    from orgseg.pipeline.run import train_all
+    from orgseg.pipeline.units import pending_jobs
+
+    config = _with_executor(_load_config(args.config), args.executor)
+    if args.dry_run:
+        sys.stdout.write(orchestrate.plan_text(config, pending_jobs(config)) + "\n")
+        return 0
+    wall = train_all(config)
+    if config.cluster.executor == "slurm":
+        sub = orchestrate.load_submission(config)
+        for name, tasks in sub.jobs.items():
+            ids = sorted({t["task"].split("_")[0] for t in tasks})
+            sys.stdout.write(f"{name:<16} {len(tasks):>4} tasks  job {','.join(ids)}\n")
+        if not args.wait:
+            sys.stdout.write(f"submitted; follow with: orgseg status -c {args.config}\n")
+            return 0
+        rows = orchestrate.wait(config, timeout_s=args.wait_timeout)
+        sys.stdout.write(orchestrate.status_text(rows) + "\n")
+        return 0
     sys.stdout.write(f"train-all finished in {wall:.0f} s\n")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orgseg import orchestrate
+
+    rows = orchestrate.status(_load_config(args.config))
+    sys.stdout.write(orchestrate.status_text(rows) + "\n")
+    return 0 if all(r.done == r.units for r in rows) else 3
 
 
 def _folds(text: str) -> tuple[int, ...]:
@@ -201,8 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-all", help="run every stage in order, skipping what is done")
     p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
-    p.add_argument("--executor", choices=["local"], default="local")
+    p.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default=None,
+        help="local: in this process; slurm: chained job arrays (default: cluster.executor)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the job plan and GPU-hours estimate"
+    )
+    p.add_argument("--wait", action="store_true", help="slurm: wait until every unit is done")
+    p.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="seconds")
     p.set_defaults(func=cmd_train_all)
+
+    p = sub.add_parser("status", help="each job's units done and Slurm states")
+    p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="phantoms + the whole pipeline on CPU (make demo)")
     p.add_argument("-c", "--config", default="jobs/demo.yaml", help="default jobs/demo.yaml")

@@ -53,6 +53,58 @@ class NnunetConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    """Object storage for ``s3://`` run roots. Credentials are deliberately absent: they
+    come from the standard AWS sources only (environment, profile, instance role)."""
+
+    #: an S3-compatible endpoint (MinIO, Ceph, ...); None: AWS itself
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageResources:
+    """What one job's array tasks ask of Slurm (submitit parameters)."""
+
+    partition: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0
+    timeout_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    #: array tasks of this job running at once
+    array_parallelism: int = 64
+    #: command prefix that runs the job's python inside its image, e.g.
+    #: "apptainer exec --nv /images/orgseg.sif" (None: the submitting python)
+    container: str | None = None
+    #: seconds before the time limit at which Slurm signals the job to checkpoint
+    signal_delay_s: int = 120
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """How ``orgseg train-all`` runs: in this process or as Slurm jobs."""
+
+    executor: Literal["local", "slurm"] = "local"
+    #: submitit's folder (job pickles and logs): must be on a filesystem shared by the
+    #: submitting host and the compute nodes
+    jobs_dir: str = "orgseg-jobs"
+    #: resources of every job unless overridden in ``stages``
+    default: StageResources = field(default_factory=StageResources)
+    #: per-job overrides, by job name (cases, strategy1-data, strategy1-train, ...)
+    stages: dict[str, StageResources] = field(default_factory=dict)
+    #: requeues allowed after time-outs (preemptions requeue without limit)
+    max_timeouts: int = 3
+    #: GPU seconds one training epoch takes (250 iterations in the reference setup), for
+    #: the GPU-hours estimate of ``--dry-run``
+    epoch_seconds: float = 120.0
+
+    def resources(self, job: str) -> StageResources:
+        return self.stages.get(job, self.default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BodyCropConfig:
     enabled: bool = True
     margin_mm: float = 10.0
@@ -98,6 +150,8 @@ class RunConfig:
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         check_organs(self.strategy1_organs)
@@ -124,6 +178,11 @@ class RunConfig:
                 f"split: expected 0 <= test_fraction < 1 and n_folds >= 2, got "
                 f"{self.split.test_fraction}, {self.split.n_folds}"
             )
+        from orgseg.pipeline.stages import JOB_NAMES
+
+        unknown = sorted(set(self.cluster.stages) - set(JOB_NAMES))
+        if unknown:
+            raise ConfigError(f"cluster.stages: unknown jobs {unknown}; jobs are {list(JOB_NAMES)}")
         if not 0 < self.nnunet.features_scale <= 1.0:
             raise ConfigError(
                 f"nnunet.features_scale must be in (0, 1], got {self.nnunet.features_scale}"

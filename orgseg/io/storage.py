@@ -183,3 +183,95 @@ def atomic_local_path(url: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+#: file names committed last when a folder is synced up (readers trust only these)
+MARKER_NAMES: tuple[str, ...] = ("orgseg_unit.json", "splits_final.json", "orgseg_model.json")
+
+
+def configure_storage(storage: object | None) -> None:
+    """Point s3fs at an S3-compatible endpoint (MinIO, Ceph, moto) for this process.
+
+    ``storage`` is a :class:`orgseg.config.StorageConfig` (endpoint URL, region). Credentials
+    are never configured here: they come from the standard AWS sources only (environment,
+    profile, instance role).
+    """
+    endpoint = getattr(storage, "endpoint_url", None)
+    region = getattr(storage, "region", None)
+    conf = dict(fsspec.config.conf.get("s3", {}))
+    client_kwargs = dict(conf.get("client_kwargs", {}))
+    if endpoint:
+        conf["endpoint_url"] = endpoint
+    if region:
+        client_kwargs["region_name"] = region
+    if client_kwargs:
+        conf["client_kwargs"] = client_kwargs
+    # other processes (jobs on other nodes) commit outputs: never answer from a stale listing
+    conf["use_listings_cache"] = False
+    retries = dict(conf.get("config_kwargs", {}))
+    # an S3 endpoint that restarts costs retries, not data
+    retries.setdefault("retries", {"max_attempts": 10, "mode": "standard"})
+    conf["config_kwargs"] = retries
+    fsspec.config.conf["s3"] = conf
+    # filesystems cached before this carry the old settings
+    with contextlib.suppress(Exception):
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def sync_down(
+    url: str, local_dir: str, *, only: tuple[str, ...] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Copy the files under ``url`` into ``local_dir`` (a missing prefix: nothing), only
+    those named in ``only`` when given. Returns ``{relative path: (size, mtime_ns)}`` of
+    what was copied, for :func:`sync_up` to leave unchanged files alone."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return {}
+    root = path.rstrip("/")
+    copied: dict[str, tuple[int, int]] = {}
+    for remote in fs.find(root):
+        rel = remote[len(root) + 1 :]
+        if only is not None and os.path.basename(rel) not in only:
+            continue
+        dest = os.path.join(local_dir, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        fs.get_file(remote, dest)
+        st = os.stat(dest)
+        copied[rel] = (st.st_size, st.st_mtime_ns)
+    return copied
+
+
+def _is_marker(name: str) -> bool:
+    return os.path.basename(name) in MARKER_NAMES
+
+
+def sync_up(
+    local_dir: str, url: str, *, unchanged: dict[str, tuple[int, int]] | None = None
+) -> int:
+    """Upload ``local_dir``'s files to ``url``, data first and marker files
+    (:data:`MARKER_NAMES`) last, leaving out files still as :func:`sync_down` left them
+    (``unchanged``: relative path -> (size, mtime_ns)). Returns the number uploaded."""
+    fs, path = filesystem(url)
+    root = path.rstrip("/")
+    unchanged = unchanged or {}
+    files = []
+    for dirpath, _, names in os.walk(local_dir):
+        for name in names:
+            if ".tmp" in name:
+                continue  # another writer's uncommitted temporary
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+            st = os.stat(full)
+            if unchanged.get(rel) == (st.st_size, st.st_mtime_ns):
+                continue
+            files.append(rel)
+    files.sort(key=lambda rel: (_is_marker(rel), rel))
+    for rel in files:
+        dest = f"{root}/{rel}"
+        if is_local(url):
+            os.makedirs(os.path.dirname(_local_path(dest)), exist_ok=True)
+        fs.put_file(os.path.join(local_dir, rel), dest)
+    log.debug("synced %d files from %s to %s", len(files), local_dir, url)
+    return len(files)

@@ -11,3 +11,14 @@ STAGE_NAMES: tuple[str, ...] = (
     "predict",
     "evaluate",
 )
+
+#: the jobs of a run on a cluster (see orgseg.pipeline.units), in dependency order
+JOB_NAMES: tuple[str, ...] = (
+    "cases",
+    "strategy1-data",
+    "strategy1-train",
+    "pseudo-labels",
+    "fusion",
+    "strategy2-train",
+    "evaluate",
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.inference.model import export_model
 from orgseg.io import exists, read_bytes, read_volume, write_volume
+from orgseg.io.storage import is_local, sync_up
 from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
@@ -92,7 +94,20 @@ def export_strategy2_model(config: RunConfig) -> str:
     layout = RunLayout.of(config)
     _, name = strategy2_dataset(config)
     source = model_folder(layout.nnunet, name, configuration_name(config))
-    target = Path(layout.model(2))
+    target_url = layout.model(2)
+    if not is_local(target_url):  # export next to the staged folds, then upload
+        with tempfile.TemporaryDirectory(prefix="orgseg-export-") as tmp:
+            local = _export(config, source, Path(tmp) / "strategy2", name)
+            sync_up(str(local), target_url)  # orgseg_model.json last
+        log.info("strategy 2 model exported to %s", target_url)
+        return target_url
+    _export(config, source, Path(target_url), name)
+    log.info("strategy 2 model exported to %s", target_url)
+    return target_url
+
+
+def _export(config: RunConfig, source: Path, target: Path, name: str) -> Path:
+    layout = RunLayout.of(config)
     units = {
         f: read_unit(layout.nnunet, name, configuration_name(config), f)
         for f in config.strategy2_training.folds
@@ -116,5 +131,4 @@ def export_strategy2_model(config: RunConfig) -> str:
             "cv_dice": {str(f): u.val_dice for f, u in units.items() if u is not None},
         },
     )
-    log.info("strategy 2 model exported to %s", target)
-    return str(target)
+    return target
