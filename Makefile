@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration slurm-up slurm-down s3-up clean
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk slurm-up slurm-down s3-up clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-body: setup
 CONFIG ?= jobs/reference.yaml
 train-all: setup
 	$(BIN)/orgseg train-all -c $(CONFIG) --executor slurm
+
+bench-bulk: setup
+	$(BIN)/python benchmarks/bulk.py
 
 bench-orchestration: setup slurm-up
 	$(BIN)/python benchmarks/orchestration.py

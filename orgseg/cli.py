@@ -159,39 +159,135 @@ def _folds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected folds like 0,1,2, got {text!r}") from None
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from orgseg.inference.batch import run_segment
+def _segment_options(args: argparse.Namespace):  # noqa: ANN202
+    """(ModelOptions, EngineOptions, OutputOptions) from the segment options."""
     from orgseg.inference.engine import EngineOptions
     from orgseg.inference.model import ModelOptions
     from orgseg.inference.outputs import OutputOptions
 
-    summary = run_segment(
-        args.input,
-        args.output,
-        args.model,
-        model_options=ModelOptions(
+    return (
+        ModelOptions(
             folds=args.folds,
             device=args.device,
             threads=args.threads,
             use_mirroring=args.tta,
             tile_step_size=args.step_size,
         ),
-        engine=EngineOptions(
+        EngineOptions(
             mode=args.chunk_mode,
             chunk_mm=None if args.no_chunk else args.chunk_mm,
             overlap_mm=args.overlap_mm,
             body_crop=not args.no_body_crop,
         ),
-        outputs=OutputOptions(
+        OutputOptions(
             ml=args.ml,
             statistics=args.statistics,
             preview=args.preview,
             output_types=tuple(t.strip() for t in args.output_type.split(",") if t.strip()),
         ),
     )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from orgseg.inference.batch import run_segment
+
+    model_options, engine, outputs = _segment_options(args)
+    summary = run_segment(
+        args.input,
+        args.output,
+        args.model,
+        model_options=model_options,
+        engine=engine,
+        outputs=outputs,
+    )
     for line in summary.lines():
         sys.stdout.write(line + "\n")
     return 1 if summary.failed else 0
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from orgseg.config import StorageConfig
+    from orgseg.inference import bulk
+    from orgseg.io.storage import configure_storage
+
+    storage = StorageConfig(endpoint_url=args.endpoint_url)
+    configure_storage(storage)
+    model_options, engine, outputs = _segment_options(args)
+    # statistics feed the archive-wide table of organ volumes and mean HU
+    outputs = dataclasses.replace(outputs, statistics=True)
+    options = bulk.BulkOptions(
+        engine=engine, outputs=outputs, shards=args.shards, workers=args.workers
+    )
+    cases = bulk.discover_archive(args.input)
+    if args.dry_run:
+        sys.stdout.write(bulk.plan_text(cases, args.output, args.shards) + "\n")
+        return 0
+    bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
+    if args.executor == "slurm":
+        from orgseg import orchestrate
+
+        resources = orchestrate.bulk_resources(args.profile)
+        jobs = orchestrate.submit_bulk(
+            args.output,
+            model_url=args.model,
+            model_options=model_options,
+            options=options,
+            resources=resources,
+            jobs_dir=args.jobs_dir,
+            storage=storage,
+        )
+        sys.stdout.write(f"submitted {args.shards} shard task(s) and a finalize job: {jobs}\n")
+        if not args.wait:
+            return 0
+        orchestrate.wait_for_jobs(jobs, timeout_s=args.wait_timeout)
+    else:
+        for shard in range(args.shards):
+            bulk.run_shard(
+                args.output,
+                shard,
+                model_url=args.model,
+                model_options=model_options,
+                options=options,
+            )
+        bulk.finalize(args.output)
+    lines = bulk.summary_lines(args.output)
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    return 1 if any(line.startswith("FAILED") for line in lines) else 0
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
+    p.add_argument(
+        "--chunk-mode",
+        choices=("stream", "blend"),
+        default="stream",
+        help="stream: nnU-Net's whole-scan tiling a tile row at a time, equal to unchunked "
+        "(default; models that cannot be streamed fall back to blend); blend: chunks of "
+        "--chunk-mm overlapping by --overlap-mm, blended",
+    )
+    p.add_argument(
+        "--chunk-mm", type=float, default=150.0, help="blend mode: chunk length (default 150)"
+    )
+    p.add_argument(
+        "--overlap-mm", type=float, default=50.0, help="blend mode: chunk overlap (default 50)"
+    )
+    p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
+    p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")
+    p.add_argument("--ml", action="store_true", help="one multi-label file, not one per organ")
+    p.add_argument("--statistics", action="store_true", help="volume and mean HU per organ")
+    p.add_argument("--preview", action="store_true", help="preview PNG (three views)")
+    p.add_argument(
+        "--output-type",
+        default="nifti",
+        help="comma-separated: nifti, dicom_seg, rtstruct (default nifti)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step (0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,36 +368,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, help="output folder or URL (<case>/...)")
     p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
-    p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
-    p.add_argument(
-        "--chunk-mode",
-        choices=("stream", "blend"),
-        default="stream",
-        help="stream: nnU-Net's whole-scan tiling a tile row at a time, equal to unchunked "
-        "(default; models that cannot be streamed fall back to blend); blend: chunks of "
-        "--chunk-mm overlapping by --overlap-mm, blended",
-    )
-    p.add_argument(
-        "--chunk-mm", type=float, default=150.0, help="blend mode: chunk length (default 150)"
-    )
-    p.add_argument(
-        "--overlap-mm", type=float, default=50.0, help="blend mode: chunk overlap (default 50)"
-    )
-    p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
-    p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")
-    p.add_argument("--ml", action="store_true", help="one multi-label file, not one per organ")
-    p.add_argument("--statistics", action="store_true", help="volume and mean HU per organ")
-    p.add_argument("--preview", action="store_true", help="preview PNG (three views)")
-    p.add_argument(
-        "--output-type",
-        default="nifti",
-        help="comma-separated: nifti, dicom_seg, rtstruct (default nifti)",
-    )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
-    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step (0.5)")
+    _add_segment_options(p)
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("bulk", help="segment a whole archive: sharded, resumable, a manifest")
+    p.add_argument("-i", "--input", required=True, help="archive folder or s3:// prefix")
+    p.add_argument("-o", "--output", required=True, help="destination folder or s3:// prefix")
+    p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--shards", type=int, default=1, help="Slurm array tasks (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="cases at once per task (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print what would run")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the tasks to end")
+    p.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="seconds")
+    p.add_argument(
+        "--profile", help="YAML with a cluster: section; its stages.bulk (or default) resources"
+    )
+    p.add_argument(
+        "--jobs-dir", default="orgseg-jobs", help="submitit folder on a shared filesystem"
+    )
+    p.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint for s3:// URLs (MinIO, Ceph, ...)"
+    )
+    _add_segment_options(p)
+    p.set_defaults(func=cmd_bulk)
 
     p = sub.add_parser("sources", help="list the source registry (built-in + your YAML)")
     p.add_argument("--registry", help="extra registry YAML to validate and add")

@@ -180,7 +180,7 @@ class RunConfig:
             )
         from orgseg.pipeline.stages import JOB_NAMES
 
-        unknown = sorted(set(self.cluster.stages) - set(JOB_NAMES))
+        unknown = sorted(set(self.cluster.stages) - set(JOB_NAMES) - {"bulk"})
         if unknown:
             raise ConfigError(f"cluster.stages: unknown jobs {unknown}; jobs are {list(JOB_NAMES)}")
         if not 0 < self.nnunet.features_scale <= 1.0:

@@ -33,3 +33,27 @@ def small_phantom():
     from orgseg.phantoms import make_phantom
 
     return make_phantom(seed=7)
+
+
+#: organs of the briefly trained phantom model the inference tests share
+PHANTOM_MODEL_ORGANS = ("heart", "liver", "lungs", "vertebrae")
+
+
+@pytest.fixture(scope="session")
+def phantom_model_dir(tmp_path_factory) -> Path:
+    """A real nnU-Net model trained briefly on phantoms (about two minutes on 2 cores).
+
+    The patch is shorter than the scan (24 of 48 slices): the network learns from partial
+    views, as real models do."""
+    import dataclasses
+
+    from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
+
+    return train_phantom_model(
+        tmp_path_factory.mktemp("phantom_model"),
+        PhantomModelConfig(
+            organs=PHANTOM_MODEL_ORGANS,
+            patch_size=(24, 48, 48),
+            training=dataclasses.replace(PhantomModelConfig().training, epochs=8),
+        ),
+    )

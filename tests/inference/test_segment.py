@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import shutil
@@ -19,24 +18,15 @@ from orgseg.inference.engine import EngineOptions, segment_volume
 from orgseg.inference.model import SegmentationModel
 from orgseg.io import read_volume, write_volume
 from orgseg.phantoms import make_phantom
-from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
+from orgseg.pipeline.phantom_model import PhantomModelConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.nnunet]
 ORGANS = ("heart", "liver", "lungs", "vertebrae")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    # a patch shorter than the scan (24 of 48 slices): the network learns from partial
-    # views, as real models do, so chunks of 30 slices are within what it has seen
-    return train_phantom_model(
-        tmp_path_factory.mktemp("phantom_model"),
-        PhantomModelConfig(
-            organs=ORGANS,
-            patch_size=(24, 48, 48),
-            training=dataclasses.replace(PhantomModelConfig().training, epochs=8),
-        ),
-    )
+def model_dir(phantom_model_dir) -> Path:
+    return phantom_model_dir
 
 
 @pytest.fixture(scope="module")
