@@ -334,12 +334,26 @@ def summary_lines(dest: str) -> list[str]:
     return out
 
 
-def plan_text(cases: Sequence[BulkCase], dest: str, shards: int) -> str:
-    todo = [c for c in cases if not c.skip_reason and committed(dest, c.case_id) is None]
-    size = sum(c.size_bytes for c in todo)
+def plan_text(
+    cases: Sequence[BulkCase], dest: str, shards: int, *, seconds_per_case: float = 60.0
+) -> str:
+    """What a run would do, and its cost in task hours: from the seconds per case of the
+    cases already committed under ``dest`` when there are any, else ``seconds_per_case``."""
+    import statistics
+
+    skipped = [c for c in cases if c.skip_reason]
+    states = {c.case_id: committed(dest, c.case_id) for c in cases if not c.skip_reason}
+    todo = [c for c in cases if not c.skip_reason and states[c.case_id] is None]
+    seen = [s["seconds"] for s in states.values() if s and s.get("status") == "done"]
+    per_case = statistics.median(seen) if seen else seconds_per_case
+    basis = f"median of {len(seen)} committed cases" if seen else "assumed"
+    hours = len(todo) * per_case / 3600.0
+    per_shard = -(-len(todo) // max(1, shards))
     return (
-        f"{len(cases)} inputs: {len(todo)} to segment ({size / 1e9:.2f} GB), "
-        f"{sum(bool(c.skip_reason) for c in cases)} not CT inputs, "
-        f"{len(cases) - len(todo) - sum(bool(c.skip_reason) for c in cases)} already committed; "
-        f"{shards} shard(s) of ~{-(-len(todo) // max(1, shards))} cases"
+        f"{len(cases)} inputs: {len(todo)} to segment "
+        f"({sum(c.size_bytes for c in todo) / 1e9:.2f} GB), {len(skipped)} not CT inputs, "
+        f"{len(cases) - len(todo) - len(skipped)} already committed\n"
+        f"{shards} shard(s) of up to {per_shard} cases; estimated cost {hours:.2f} task-hours "
+        f"at {per_case:.0f} s per case ({basis}), about {per_shard * per_case / 3600.0:.2f} h "
+        "of wall time with every shard running"
     )
