@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orgseg.config import RunConfig, StageResources
+from orgseg.config import RunConfig, StageResources, StorageConfig
 from orgseg.errors import ConfigError, JobError
 from orgseg.io import exists, join_url, read_bytes, write_bytes
 from orgseg.io.storage import configure_storage
@@ -208,6 +208,14 @@ def _task_logging() -> None:
         )
 
 
+def _start_task(storage: StorageConfig | None = None) -> None:
+    """What every Slurm task does first: logging, signals for forked workers, storage."""
+    _task_logging()
+    _default_signals_in_children()
+    if storage is not None:
+        configure_storage(storage)
+
+
 class UnitTask:
     """One unit as a submitit task; checkpointable (see the module docstring)."""
 
@@ -217,8 +225,7 @@ class UnitTask:
         self.unit = unit
 
     def __call__(self) -> str:
-        _task_logging()
-        _default_signals_in_children()
+        _start_task()  # run_unit configures the run's storage
         out = run_unit(self.config, self.job, self.unit)
         log.info("%s", out)
         return out
@@ -480,7 +487,7 @@ class BulkShardTask:
     def __init__(
         self, dest: str, shard: int, model_url: str, model_options, options, storage=None
     ) -> None:
-        self.storage = storage
+        self.storage = storage or StorageConfig()
         self.dest = dest
         self.shard = shard
         self.model_url = model_url
@@ -490,9 +497,7 @@ class BulkShardTask:
     def __call__(self) -> dict:
         from orgseg.inference.bulk import run_shard
 
-        _task_logging()
-        _default_signals_in_children()
-        configure_storage(self.storage)
+        _start_task(self.storage)
         return run_shard(
             self.dest,
             self.shard,
@@ -512,13 +517,12 @@ class BulkFinalizeTask:
 
     def __init__(self, dest: str, storage=None) -> None:
         self.dest = dest
-        self.storage = storage
+        self.storage = storage or StorageConfig()
 
     def __call__(self) -> dict:
         from orgseg.inference.bulk import finalize
 
-        _task_logging()
-        configure_storage(self.storage)
+        _start_task(self.storage)
         return finalize(self.dest)
 
 

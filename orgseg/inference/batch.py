@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orgseg.errors import DataContractError, OrgsegError
-from orgseg.inference.engine import EngineOptions, Progress, segment_volume
+from orgseg.inference.engine import EngineOptions, Progress, Segmentation, segment_volume
 from orgseg.inference.outputs import OutputOptions, write_case_outputs
 from orgseg.io import join_url, load_ct
 from orgseg.io.storage import is_dir, list_files, split_suffix
@@ -85,6 +85,41 @@ def discover_inputs(url: str) -> list[CaseInput]:
     return sorted(cases, key=lambda c: c.case_id)
 
 
+def segment_one(
+    model,
+    url: str,
+    case_url: str,
+    *,
+    case_id: str,
+    is_dicom: bool,
+    engine: EngineOptions,
+    outputs: OutputOptions,
+    series_uid: str | None = None,
+    progress: Progress | None = None,
+) -> Segmentation:
+    """Read, segment and write one case's outputs under ``case_url`` (all or none)."""
+    ct, reorientation = load_ct(url, series_uid=series_uid)
+    seg = segment_volume(model, ct, engine, progress=progress)
+    write_case_outputs(
+        case_url,
+        labels=seg.labels,
+        ct=ct,
+        reorientation=reorientation,
+        body=seg.body_bits,
+        label_ids=model.labels,
+        options=outputs,
+        dicom_url=url if is_dicom else None,
+        case_id=case_id,
+    )
+    return seg
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one line a failed case is reported with."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def segment_batch(
     cases: list[CaseInput],
     output_url: str,
@@ -100,24 +135,21 @@ def segment_batch(
     for n, case in enumerate(cases, start=1):
         t_case = time.perf_counter()
         try:
-            ct, reorientation = load_ct(case.url)
             progress = progress_factory(case.case_id) if progress_factory else None
-            seg = segment_volume(model, ct, engine, progress=progress)
-            write_case_outputs(
+            seg = segment_one(
+                model,
+                case.url,
                 join_url(output_url, case.case_id),
-                labels=seg.labels,
-                ct=ct,
-                reorientation=reorientation,
-                body=seg.body_bits,
-                label_ids=model.labels,
-                options=outputs,
-                dicom_url=case.url if case.is_dicom else None,
                 case_id=case.case_id,
+                is_dicom=case.is_dicom,
+                engine=engine,
+                outputs=outputs,
+                progress=progress,
             )
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
             if not isinstance(exc, OrgsegError):
                 log.debug("case %s", case.case_id, exc_info=True)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = failure_reason(exc)
             summary.failed.append((case.case_id, reason))
             log.error("case %d/%d %s failed: %s", n, len(cases), case.case_id, reason)
             continue

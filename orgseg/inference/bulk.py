@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from orgseg.errors import DataContractError, OrgsegError
-from orgseg.inference.batch import discover_inputs
-from orgseg.inference.engine import EngineOptions, segment_volume
-from orgseg.inference.outputs import OutputOptions, write_case_outputs
-from orgseg.io import exists, join_url, load_ct, read_bytes, write_bytes
-from orgseg.io.storage import filesystem, list_files
+from orgseg.inference.batch import discover_inputs, failure_reason, segment_one
+from orgseg.inference.engine import EngineOptions
+from orgseg.inference.outputs import OutputOptions
+from orgseg.io import exists, join_url, read_bytes, write_bytes
+from orgseg.io.storage import filesystem, is_dir, list_files
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ def discover_archive(source_url: str) -> list[BulkCase]:
     cases: list[BulkCase] = []
     for c in inputs:
         if not c.is_dicom:
-            fs, path = filesystem(c.url)
-            size = int(fs.info(path).get("size", 0))
-            cases.append(BulkCase(c.case_id, c.url, "", size, False))
+            cases.append(BulkCase(c.case_id, c.url, "", _size(c.url), False))
             continue
         files = [f for f in list_files(c.url) if posixpath.dirname(f) == c.url.rstrip("/")]
         groups = _series_of(files)
@@ -100,11 +98,11 @@ def discover_archive(source_url: str) -> list[BulkCase]:
             cases.append(BulkCase(c.case_id, c.url, "", 0, True))
             continue
         for uid, members in sorted(groups.items()):
-            size = sum(int(filesystem(m)[0].info(filesystem(m)[1]).get("size", 0)) for m in members)
+            size = sum(_size(m) for m in members)
             cid = c.case_id if len(groups) == 1 else f"{c.case_id}__{uid[-8:]}"
             cases.append(BulkCase(cid, c.url, uid, size, True))
     known = {c.source_url for c in cases}
-    for f in list_files(source_url) if _is_folder(source_url) else []:
+    for f in list_files(source_url) if is_dir(source_url) else []:
         folder = posixpath.dirname(f)
         name = posixpath.basename(f)
         if f in known or folder in known or name.startswith("."):
@@ -123,10 +121,9 @@ def discover_archive(source_url: str) -> list[BulkCase]:
     return sorted(cases, key=lambda c: c.case_id)
 
 
-def _is_folder(url: str) -> bool:
-    from orgseg.io.storage import is_dir
-
-    return is_dir(url)
+def _size(url: str) -> int:
+    fs, path = filesystem(url)
+    return int(fs.info(path).get("size", 0))
 
 
 # --- state ------------------------------------------------------------------------------
@@ -199,24 +196,21 @@ def segment_case(model, case: BulkCase, dest: str, options: BulkOptions) -> dict
         status = {"status": "skipped", "error": case.skip_reason}
     else:
         try:
-            ct, reorientation = load_ct(case.source_url, series_uid=case.series_uid or None)
-            seg = segment_volume(model, ct, options.engine)
-            write_case_outputs(
+            segment_one(
+                model,
+                case.source_url,
                 join_url(dest, case.case_id),
-                labels=seg.labels,
-                ct=ct,
-                reorientation=reorientation,
-                body=seg.body_bits,
-                label_ids=model.labels,
-                options=options.outputs,
-                dicom_url=case.source_url if case.is_dicom else None,
                 case_id=case.case_id,
+                is_dicom=case.is_dicom,
+                engine=options.engine,
+                outputs=options.outputs,
+                series_uid=case.series_uid or None,
             )
             status = {"status": "done", "error": ""}
         except Exception as exc:  # noqa: BLE001 - one bad case must not stop the archive
             if not isinstance(exc, OrgsegError):
                 log.exception("case %s: unexpected error", case.case_id)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = failure_reason(exc)
             status = {"status": "failed", "error": reason}
     status["seconds"] = round(time.perf_counter() - t0, 2)
     write_bytes(_status_url(dest, case.case_id), json.dumps(status).encode())  # commit
@@ -254,7 +248,7 @@ def run_shard(
 ) -> dict:
     """Every uncommitted case of one shard (the model loaded once per worker); returns
     and commits the shard's throughput record."""
-    cases = [c for c in shard_of(load_plan(dest), shard, options.shards)]
+    cases = shard_of(load_plan(dest), shard, options.shards)
     todo = [c for c in cases if committed(dest, c.case_id) is None]
     log.info(
         "bulk shard %d/%d: %d of %d cases to do", shard + 1, options.shards, len(todo), len(cases)
