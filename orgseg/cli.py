@@ -98,6 +98,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"\nHeld-out test cases, Dice vs phantom ground truth:\n{result.report}\n"
         f"wall time: {result.wall_s:.0f} s; everything is under {config.run_root}/\n"
+        f"report (tables per source and size, tests, plots, CV and chunking tables): "
+        f"{config.run_root}/evaluation/report.html\n"
     )
     return 0
 
@@ -392,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_segment_options(p)
     p.set_defaults(func=cmd_bulk)
+
+    from orgseg.cli_eval import add_commands
+
+    add_commands(sub)
 
     p = sub.add_parser("sources", help="list the source registry (built-in + your YAML)")
     p.add_argument("--registry", help="extra registry YAML to validate and add")

@@ -129,6 +129,13 @@ class PseudoLabelConfig:
 class EvaluationConfig:
     #: optional folder of full reference label maps (catalog label ids), e.g. phantom truth
     ground_truth_dir: str | None = None
+    #: the report's summaries per test subset and/or adult vs paediatric
+    group_by: tuple[str, ...] = ("source", "size")
+    #: chunking reproducibility table: this many test cases (0: no table), these overlaps,
+    #: chunks of chunking_chunk_mm (None: inference.chunk_mm)
+    chunking_cases: int = 2
+    chunking_overlaps_mm: tuple[float, ...] = (0.0, 50.0)
+    chunking_chunk_mm: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -88,6 +88,21 @@ def list_files(url: str) -> list[str]:
     return sorted(base + p[len(root) :] for p in fs.find(path))
 
 
+def list_entries(url: str) -> list[tuple[str, bool]]:
+    """The names directly inside folder/prefix ``url`` with an is-folder flag, sorted."""
+    fs, path = filesystem(url)
+    if not fs.isdir(path):
+        raise StorageError(f"{url!r} is not a folder; check the path or URL")
+    root = path.rstrip("/")
+    out = []
+    for info in fs.ls(path, detail=True):
+        name = str(info["name"]).rstrip("/")
+        if name == root:
+            continue
+        out.append((name.rsplit("/", 1)[-1], info.get("type") == "directory"))
+    return sorted(out)
+
+
 def is_dir(url: str) -> bool:
     fs, path = filesystem(url)
     return bool(fs.isdir(path))

@@ -12,15 +12,23 @@ from orgseg.catalog import label_ids
 from orgseg.config import RunConfig
 from orgseg.core.crop import crop, uncrop
 from orgseg.core.fusion import fuse_by_priority
-from orgseg.core.metrics import overlap_metrics
 from orgseg.core.orientation import to_canonical
+from orgseg.core.volume import Volume
+from orgseg.evaluation.chunking import CHUNKING_COLUMNS, chunking_rows, chunking_table
+from orgseg.evaluation.cv import cv_rows, cv_table, read_fold_cases
+from orgseg.evaluation.inputs import CaseInfo, CaseLabels
+from orgseg.evaluation.report import write_report
+from orgseg.evaluation.scoring import Scores, score_case
+from orgseg.evaluation.tables import Table, to_csv
 from orgseg.inference.engine import EngineOptions, segment_volume
 from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
 from orgseg.io.storage import local_copy
+from orgseg.nnunet.train import model_folder
 from orgseg.pipeline.cases import CaseRecord, load_manifest, load_manual_masks
+from orgseg.pipeline.datasets import strategy1_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.strategy1 import organ_predictor
+from orgseg.pipeline.strategy1 import configuration_name, organ_predictor
 
 log = logging.getLogger(__name__)
 
@@ -83,45 +91,107 @@ def _references(config: RunConfig, case: CaseRecord) -> Mapping[str, np.ndarray]
     return dict(load_manual_masks(layout, case.case_id))
 
 
-def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Stage ``evaluate``: per strategy, per organ: mean metrics over the test cases."""
+def _grid(shape: tuple[int, ...], spacing_mm: tuple[float, float, float]) -> Volume:
+    """A grid description without memory: the masks compared are already on one grid."""
+    return Volume(np.broadcast_to(np.zeros((), bool), shape), spacing_mm=spacing_mm)
+
+
+def score_test_cases(config: RunConfig) -> Scores:
+    """Both strategies' held-out predictions against the references, per case and organ."""
     layout = RunLayout.of(config)
     manifest = load_manifest(config)
-    # references are read once per case and shared by both strategies
-    references = {c: _references(config, manifest.case(c)) for c in manifest.test}
-    results: dict[str, dict[str, dict[str, float | None]]] = {}
-    per_case: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
-    for strategy, organs in ((1, config.strategy1_organs), (2, config.strategy2_organs)):
-        ids = label_ids(organs)
-        rows: dict[str, list[dict[str, float | None]]] = {o: [] for o in organs}
-        per_case[f"strategy{strategy}"] = {}
-        for case_id in manifest.test:
-            case = manifest.case(case_id)
-            pred, _ = to_canonical(read_volume(layout.prediction(strategy, case_id)))
-            pred_crop = np.asarray(crop(np.asarray(pred.array), case.crop_box))
-            refs = references[case_id]
-            per_case[f"strategy{strategy}"][case_id] = {}
-            for organ in organs:
-                if organ not in refs:
-                    continue  # this case's source does not label it: no reference
-                m = overlap_metrics(
-                    pred_crop == ids[organ], refs[organ], spacing_mm=case.spacing_mm
-                )
-                rows[organ].append(m.to_dict())
-                per_case[f"strategy{strategy}"][case_id][organ] = m.to_dict()
-        results[f"strategy{strategy}"] = {
-            organ: {"dice": float(np.mean([r["dice"] for r in rs])), "n": len(rs)}
-            for organ, rs in rows.items()
-            if rs
-        }
-    write_bytes(
-        join_url(layout.root, "evaluation", "per_case.json"),
-        json.dumps(per_case, indent=2).encode(),
+    scores = Scores(missing={"strategy1": [], "strategy2": []})
+    for case_id in manifest.test:
+        case = manifest.case(case_id)
+        refs = _references(config, case)  # read once, shared by both strategies
+        if not refs:
+            continue
+        shape = next(iter(refs.values())).shape
+        ref = CaseLabels(dict(refs), _grid(shape, case.spacing_mm))
+        info = CaseInfo(source=case.source, size_group=case.size_group)
+        for strategy, organs in ((1, config.strategy1_organs), (2, config.strategy2_organs)):
+            pred_vol, _ = to_canonical(read_volume(layout.prediction(strategy, case_id)))
+            pred_crop = np.asarray(crop(np.asarray(pred_vol.array), case.crop_box))
+            ids = label_ids(organs)
+            pred = CaseLabels(
+                {o: pred_crop == ids[o] for o in organs}, _grid(pred_crop.shape, case.spacing_mm)
+            )
+            scores.rows += score_case(f"strategy{strategy}", case_id, info, pred, ref)
+    return scores
+
+
+def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Stage ``evaluate``: the report under ``<run>/evaluation/`` (tables per source and
+    size group, tests, plots, CV and chunking tables); returns per strategy, per organ:
+    mean Dice and n over the test cases (also ``evaluation/summary.json``)."""
+    layout = RunLayout.of(config)
+    scores = score_test_cases(config)
+    extra = [cv_table(cv_report_rows(config))]
+    chunking = run_chunking_check(config)
+    if chunking is not None:
+        extra.append(chunking)
+    out = join_url(layout.root, "evaluation")
+    files = write_report(
+        out,
+        scores,
+        group_by=config.evaluation.group_by,
+        title="orgseg run report: held-out test cases",
+        pairs=[("strategy1", "strategy2")],
+        extra_tables=extra,
     )
-    write_bytes(
-        join_url(layout.root, "evaluation", "summary.json"), json.dumps(results, indent=2).encode()
-    )
+    results: dict[str, dict[str, dict[str, float | None]]] = {"strategy1": {}, "strategy2": {}}
+    for s in files.summary:
+        if s["group"] == "all":
+            results[str(s["model"])][str(s["organ"])] = {
+                "dice": s["dice_mean"],  # type: ignore[dict-item]
+                "n": s["n"],  # type: ignore[dict-item]
+            }
+    write_bytes(join_url(out, "summary.json"), json.dumps(results, indent=2).encode())
     return results
+
+
+def cv_report_rows(config: RunConfig) -> list[dict[str, object]]:
+    """Cross-validation rows of both strategies from nnU-Net's fold validation files."""
+    layout = RunLayout.of(config)
+    conf = configuration_name(config)
+    folders = {
+        "strategy1": [
+            model_folder(layout.nnunet, strategy1_dataset(config, o)[1], conf)
+            for o in config.strategy1_organs
+        ],
+        "strategy2": [model_folder(layout.nnunet, strategy2_dataset(config)[1], conf)],
+    }
+    return cv_rows(
+        {
+            name: [c for folder in paths for c in read_fold_cases(str(folder))]
+            for name, paths in folders.items()
+        }
+    )
+
+
+def run_chunking_check(config: RunConfig) -> Table | None:
+    """Chunked vs unchunked strategy-2 label maps on the first test cases."""
+    ev = config.evaluation
+    manifest = load_manifest(config)
+    case_ids = list(manifest.test)[: ev.chunking_cases]
+    if not case_ids:
+        return None
+    chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or 150.0
+    with local_copy(RunLayout.of(config).model(2)) as model_dir:
+        model = SegmentationModel(model_dir, ModelOptions(device=config.nnunet.device))
+    cases = {c: load_ct(manifest.case(c).image_url)[0] for c in case_ids}
+    rows = chunking_rows(
+        model,
+        cases,
+        model.labels,
+        chunk_mm=chunk_mm,
+        overlaps_mm=ev.chunking_overlaps_mm,
+    )
+    write_bytes(
+        join_url(config.run_root, "evaluation", "chunking.csv"),
+        to_csv(rows, CHUNKING_COLUMNS).encode(),
+    )
+    return chunking_table(rows, chunk_mm=chunk_mm)
 
 
 def format_dice_table(

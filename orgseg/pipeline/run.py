@@ -61,12 +61,15 @@ def _strategy2_train(config: RunConfig) -> None:
 
 
 def report(config: RunConfig) -> None:
-    """The run's report: held-out Dice per organ with strategy-1 CV Dice."""
+    """The run's report: the full evaluation under ``<run>/evaluation/`` (report.html),
+    and ``<run>/report.md``: held-out Dice per organ with strategy-1 CV Dice."""
     results = evaluate_test_cases(config)
     layout = RunLayout.of(config)
     cv = json.loads(read_bytes(layout.cv_dice(1)))
     text = "# orgseg run report\n\nHeld-out test cases, Dice per organ (mean over cases).\n\n"
-    text += format_dice_table(results, cv) + "\n"
+    text += format_dice_table(results, cv) + "\n\n"
+    text += "Full report (per source and size group, tests, plots, cross-validation and "
+    text += "chunking tables): evaluation/report.html\n"
     write_bytes(join_url(layout.root, "report.md"), text.encode())
 
 

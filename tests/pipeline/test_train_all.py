@@ -70,6 +70,31 @@ def test_train_all_produces_models_predictions_and_report(tiny_run):
     assert "| liver |" in report and "| lungs |" in report
 
 
+def test_train_all_ends_with_the_evaluation_report(tiny_run):
+    import csv
+
+    out = Path(tiny_run.run_root) / "evaluation"
+    manifest = load_manifest(tiny_run)
+    with (out / "per_case.csv").open() as f:
+        per_case = list(csv.DictReader(f))
+    assert {r["model"] for r in per_case} == {"strategy1", "strategy2"}
+    assert {r["case"] for r in per_case} <= set(manifest.test)
+    assert {r["source"] for r in per_case} <= {c.source for c in manifest.cases}
+    with (out / "summary.csv").open() as f:
+        groups = {r["group"] for r in csv.DictReader(f)}
+    assert "all" in groups and any(g.startswith("source:") for g in groups)
+    assert any(g.startswith("size:") for g in groups)
+    html = (out / "report.html").read_text()
+    # cross-validation table from nnU-Net's fold validation of both strategies
+    assert "Cross-validation Dice" in html and "strategy1 Dice" in html
+    assert "strategy2 Dice" in html
+    assert "Chunking reproducibility" in html
+    assert "src='dice_boxplot.png'" in html and "src='dice_strategy1_vs_strategy2.png'" in html
+    with (out / "chunking.csv").open() as f:
+        chunking = list(csv.DictReader(f))
+    assert {r["setting"] for r in chunking} >= {"overlap 0 mm", "overlap 50 mm"}
+
+
 def test_fused_maps_keep_manual_masks(tiny_run):
     config = tiny_run
     layout = RunLayout.of(config)

@@ -1,0 +1,92 @@
+"""The report's figures as PNG bytes: per-organ Dice box plots (all models side by side,
+like the paper's Fig. 4) and a paired per-case Dice scatter of two models."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from orgseg.evaluation.tables import CaseMetrics, _organ_order, models_of
+
+
+def _pyplot():  # matplotlib only when a figure is drawn
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:  # noqa: ANN001
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def dice_boxplot(rows: Sequence[CaseMetrics], *, title: str = "Dice per organ") -> bytes:
+    """One box per (organ, model): organs along x, models side by side in colour."""
+    plt = _pyplot()
+    models = models_of(rows)
+    organs = sorted({r.organ for r in rows}, key=_organ_order)
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(organs) * max(1, len(models)) ** 0.5), 4))
+    colours = plt.get_cmap("tab10").colors
+    for k, model in enumerate(models):
+        data = [[r.dice for r in rows if r.model == model and r.organ == o] for o in organs]
+        positions = [i + (k - (len(models) - 1) / 2) * width for i in range(len(organs))]
+        kept = [(p, d) for p, d in zip(positions, data) if d]
+        if not kept:
+            continue
+        box = ax.boxplot(
+            [d for _, d in kept],
+            positions=[p for p, _ in kept],
+            widths=width * 0.9,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"markersize": 3},
+        )
+        for patch in box["boxes"]:
+            patch.set_facecolor(colours[k % len(colours)])
+            patch.set_alpha(0.6)
+        ax.plot([], [], "s", color=colours[k % len(colours)], label=model)
+    ax.set_xticks(range(len(organs)))
+    ax.set_xticklabels([o.replace("_", " ") for o in organs], rotation=45, ha="right")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if len(models) > 1:
+        ax.legend(loc="lower left", fontsize="small")
+    return _png(fig)
+
+
+def paired_scatter(rows: Sequence[CaseMetrics], model_a: str, model_b: str) -> bytes:
+    """Per-case Dice of ``model_a`` (x) against ``model_b`` (y) on the cases both have;
+    points above the diagonal are cases where ``model_b`` did better."""
+    plt = _pyplot()
+    a = {(r.case, r.organ): r.dice for r in rows if r.model == model_a}
+    b = {(r.case, r.organ): r.dice for r in rows if r.model == model_b}
+    shared = sorted(set(a) & set(b))
+    organs = sorted({o for _, o in shared}, key=_organ_order)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    colours = plt.get_cmap("tab20").colors
+    for k, organ in enumerate(organs):
+        keys = [s for s in shared if s[1] == organ]
+        ax.scatter(
+            [a[s] for s in keys],
+            [b[s] for s in keys],
+            s=14,
+            color=colours[k % len(colours)],
+            label=organ.replace("_", " "),
+        )
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"Dice, {model_a}")
+    ax.set_ylabel(f"Dice, {model_b}")
+    ax.set_title(f"{model_a} vs {model_b} ({len(shared)} case-organ pairs)")
+    if organs:
+        ax.legend(fontsize="x-small", loc="lower right")
+    return _png(fig)
