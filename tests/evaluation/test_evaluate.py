@@ -230,3 +230,23 @@ def test_evaluate_totalsegmentator_alongside_a_model(tmp_path, capsys):
     assert float(rows[("ours", "liver")]["ref_ml"]) == pytest.approx(1043.1, abs=0.1)
     html = (out / "report.html").read_text()
     assert "totalsegmentator — all" in html and "ours — all" in html
+
+
+def test_evaluate_reads_and_writes_urls():
+    import fsspec
+
+    lab = np.zeros((10, 12, 12), np.uint8)
+    lab[2:8, 2:8, 2:8] = IDS["liver"]
+    half = lab.copy()
+    half[5:8] = 0
+    for case in ("a", "b"):
+        write_volume(Volume(lab), f"memory://evaluate-url/ref/{case}.nii.gz")
+        write_volume(Volume(half), f"memory://evaluate-url/pred/{case}.nii.gz")
+    code = main(
+        ["evaluate", "--pred", "memory://evaluate-url/pred", "--ref",
+         "memory://evaluate-url/ref", "-o", "memory://evaluate-url/out"]
+    )  # fmt: skip
+    assert code == 0
+    text = fsspec.filesystem("memory").cat_file("/evaluate-url/out/summary.csv").decode()
+    liver = next(line for line in text.splitlines() if line.startswith("all,liver,2,"))
+    assert float(liver.split(",")[3]) == pytest.approx(2 * 108 / (216 + 108))
