@@ -45,7 +45,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         reference_labelling=args.ref_labels,
         out_url=args.output,
         organs=tuple(args.organs or ()),
-        group_by=tuple(g for group in args.group_by or () for g in group.split(",")),
+        group_by=tuple(
+            g for values in args.group_by or () for v in values for g in v.split(",") if g
+        ),
         cases_csv=args.cases,
         images_url=args.images,
         pairs=tuple(args.compare) if args.compare else None,
@@ -128,6 +130,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--group-by",
         action="append",
+        nargs="+",
         metavar="source|size",
         help="also summarise per test subset (source) and/or adult vs paediatric (size)",
     )

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write("usage: tf.py [-chdir=DIR] COMMAND [ARGS...]\n")
         return 2
-    code, out, err = TerraformCommand(chdir).run(argv[0], argv[1:])
+    code, out, err = TerraformCommand(chdir).run(argv[0], argv[1:], chdir=chdir)
     sys.stdout.write(out)
     sys.stderr.write(err)
     return int(code)

