@@ -15,7 +15,7 @@ import numpy as np
 
 from orgseg.core.metrics import dice
 from orgseg.core.volume import Volume
-from orgseg.evaluation.tables import Table, _organ_order, mean_sd_text
+from orgseg.evaluation.tables import Table, mean_sd_text, organ_order
 from orgseg.inference.engine import EngineOptions, ProbabilityModel, segment_volume
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def chunking_rows(
 def chunking_table(rows: Sequence[Mapping[str, object]], *, chunk_mm: float) -> Table:
     """organ | per setting: Dice mean ± sd (min) over cases."""
     settings = list(dict.fromkeys(str(r["setting"]) for r in rows))
-    organs = sorted({str(r["organ"]) for r in rows}, key=_organ_order)
+    organs = sorted({str(r["organ"]) for r in rows}, key=organ_order)
     body = []
     for organ in organs:
         cells = [organ]

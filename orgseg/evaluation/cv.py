@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from orgseg.core.significance import mean_sd
 from orgseg.errors import DataContractError
-from orgseg.evaluation.tables import Table, _organ_order, mean_sd_text
+from orgseg.evaluation.tables import Table, mean_sd_text, organ_order
 from orgseg.io import exists, join_url, read_bytes
 from orgseg.io.storage import list_entries
 
@@ -100,7 +100,7 @@ def cv_rows(strategies: Mapping[str, Sequence[FoldCase]]) -> list[dict[str, obje
     """Mean +- sd over validation cases (pooled over folds) per (strategy, organ)."""
     out = []
     for strategy, cases in strategies.items():
-        for organ in sorted({c.organ for c in cases}, key=_organ_order):
+        for organ in sorted({c.organ for c in cases}, key=organ_order):
             mine = [c for c in cases if c.organ == organ]
             dice_mean, dice_sd = mean_sd([c.dice for c in mine])
             iou_mean, iou_sd = mean_sd([c.iou for c in mine])
@@ -122,7 +122,7 @@ def cv_rows(strategies: Mapping[str, Sequence[FoldCase]]) -> list[dict[str, obje
 def cv_table(rows: Sequence[Mapping[str, object]]) -> Table:
     """organ | per strategy: Dice mean ± sd (n validation cases)."""
     strategies = list(dict.fromkeys(str(r["strategy"]) for r in rows))
-    organs = sorted({str(r["organ"]) for r in rows}, key=_organ_order)
+    organs = sorted({str(r["organ"]) for r in rows}, key=organ_order)
     index = {(str(r["strategy"]), str(r["organ"])): r for r in rows}
     body = []
     for organ in organs:

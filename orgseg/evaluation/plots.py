@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from orgseg.evaluation.tables import CaseMetrics, _organ_order, models_of
+from orgseg.evaluation.tables import CaseMetrics, models_of, organ_order
 
 
 def _pyplot():  # matplotlib only when a figure is drawn
@@ -29,7 +29,7 @@ def dice_boxplot(rows: Sequence[CaseMetrics], *, title: str = "Dice per organ") 
     """One box per (organ, model): organs along x, models side by side in colour."""
     plt = _pyplot()
     models = models_of(rows)
-    organs = sorted({r.organ for r in rows}, key=_organ_order)
+    organs = sorted({r.organ for r in rows}, key=organ_order)
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(organs) * max(1, len(models)) ** 0.5), 4))
     colours = plt.get_cmap("tab10").colors
@@ -69,7 +69,7 @@ def paired_scatter(rows: Sequence[CaseMetrics], model_a: str, model_b: str) -> b
     a = {(r.case, r.organ): r.dice for r in rows if r.model == model_a}
     b = {(r.case, r.organ): r.dice for r in rows if r.model == model_b}
     shared = sorted(set(a) & set(b))
-    organs = sorted({o for _, o in shared}, key=_organ_order)
+    organs = sorted({o for _, o in shared}, key=organ_order)
     fig, ax = plt.subplots(figsize=(5, 5))
     colours = plt.get_cmap("tab20").colors
     for k, organ in enumerate(organs):

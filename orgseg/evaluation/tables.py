@@ -92,7 +92,7 @@ def groups_of(row: CaseMetrics, group_by: Sequence[str]) -> list[str]:
     return out
 
 
-def _organ_order(organ: str) -> tuple[int, str]:
+def organ_order(organ: str) -> tuple[int, str]:
     names = list(ORGANS)
     return (names.index(organ) if organ in ORGANS else len(names), organ)
 
@@ -113,7 +113,7 @@ def _grouped(
 
 
 def _sorted_keys(keys: Iterable[tuple[str, str, str]], models: Sequence[str]):
-    return sorted(keys, key=lambda k: (models.index(k[0]), _group_order(k[1]), _organ_order(k[2])))
+    return sorted(keys, key=lambda k: (models.index(k[0]), _group_order(k[1]), organ_order(k[2])))
 
 
 def models_of(rows: Sequence[CaseMetrics]) -> list[str]:
@@ -184,7 +184,7 @@ def comparisons(
     grouped = _grouped(rows, group_by)
     out = []
     keys = sorted(
-        {(g, o) for (_, g, o) in grouped}, key=lambda k: (_group_order(k[0]), _organ_order(k[1]))
+        {(g, o) for (_, g, o) in grouped}, key=lambda k: (_group_order(k[0]), organ_order(k[1]))
     )
     for a, b in pairs:
         for group, organ in keys:
