@@ -63,14 +63,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from orgseg.io import read_bytes
-    from orgseg.sources.registry import builtin_registry, load_registry
+    from orgseg.sources.registry import registry_with
 
-    registry = builtin_registry()
-    if args.registry:
-        registry = registry.extended(
-            load_registry(read_bytes(args.registry).decode(), where=args.registry)
-        )
+    registry = registry_with(*([args.registry] if args.registry else []))
     for name in registry.names():
         source = registry[name]
         sys.stdout.write(f"{name:22s} {source.format:16s} {', '.join(source.organs)}\n")

@@ -27,14 +27,7 @@ def _pair(value: str) -> tuple[str, str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from orgseg.evaluation.commands import EvaluationRequest, evaluate
-    from orgseg.io import read_bytes
-    from orgseg.sources.registry import builtin_registry, load_registry
 
-    registry = builtin_registry()
-    if args.registry:
-        registry = registry.extended(
-            load_registry(read_bytes(args.registry).decode(), where=args.registry)
-        )
     preds = [(*_named(p), "orgseg") for p in args.pred or ()]
     for i, t in enumerate(args.totalseg or ()):
         default = "totalsegmentator" if i == 0 else None
@@ -52,7 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images_url=args.images,
         pairs=tuple(args.compare) if args.compare else None,
         title=args.title,
-        registry=registry,
+        registry_url=args.registry,
     )
     files, failed = evaluate(request)
     n = {(s["model"], s["organ"]) for s in files.summary if s["group"] == "all"}

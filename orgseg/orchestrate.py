@@ -293,21 +293,26 @@ def load_submission(config: RunConfig) -> Submission:
     return Submission(jobs=json.loads(read_bytes(url))["jobs"])
 
 
+def _slurm_output(command: list[str], what: str) -> str | None:
+    """Standard output of a Slurm query, or None (logged) when Slurm cannot answer."""
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot ask Slurm for %s (%s)", what, exc)
+        return None
+
+
 def scheduler_states(task_ids: Sequence[str]) -> dict[str, str]:
     """Slurm state of each task id (``123_4`` or ``123``), from sacct; {} without Slurm."""
     if not task_ids:
         return {}
     arrays = sorted({t.split("_")[0] for t in task_ids})
-    try:
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("cannot ask Slurm for job states (%s)", exc)
+    out = _slurm_output(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)], "job states"
+    )
+    if out is None:
         return {}
     states: dict[str, str] = {}
     for line in out.splitlines():
@@ -318,17 +323,7 @@ def scheduler_states(task_ids: Sequence[str]) -> dict[str, str]:
         for task in expand_array_id(jid):
             states[task] = state
     # sacct leaves out jobs still waiting on a dependency: squeue has every queued task
-    try:
-        queued = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i|%T"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("cannot ask Slurm for queued jobs (%s)", exc)
-        queued = ""
+    queued = _slurm_output(["squeue", "-h", "-r", "-o", "%i|%T"], "queued jobs") or ""
     wanted = set(arrays)
     for line in queued.splitlines():
         if "|" in line:

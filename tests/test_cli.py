@@ -128,3 +128,15 @@ def test_sources_cli_lists_registry(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
     assert "totalsegmentator" in out and "kits19" in out
+
+
+def test_sources_cli_adds_a_registry_yaml(tmp_path, capsys):
+    extra = tmp_path / "site.yaml"
+    extra.write_text(
+        "sources:\n  site_liver:\n    format: label_map\n    labels:\n      liver: 3\n"
+    )
+    assert main(["sources", "--registry", str(extra)]) == 0
+    out = capsys.readouterr().out
+    assert "site_liver" in out and "totalsegmentator" in out
+    assert main(["sources", "--registry", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from orgseg.catalog import ORGANS, check_organs
 from orgseg.errors import DataContractError
@@ -24,9 +24,9 @@ from orgseg.evaluation.inputs import (
 from orgseg.evaluation.labelling import ORGSEG, labelling
 from orgseg.evaluation.report import ReportFiles, write_report
 from orgseg.evaluation.scoring import LabelSet, score_sets
-from orgseg.evaluation.tables import check_group_by, html_page, markdown_page, to_csv
+from orgseg.evaluation.tables import Table, check_group_by, html_page, markdown_page, to_csv
 from orgseg.io import join_url, write_bytes
-from orgseg.sources.registry import SourceRegistry
+from orgseg.sources.registry import registry_with
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class EvaluationRequest:
     images_url: str | None = None
     pairs: tuple[tuple[str, str], ...] | None = None
     title: str = "orgseg evaluation"
-    registry: SourceRegistry | None = field(default=None, compare=False)
+    #: a registry YAML adding sources to the built-in ones (for --ref-labels)
+    registry_url: str | None = None
 
 
 def evaluate(request: EvaluationRequest) -> tuple[ReportFiles, int]:
@@ -56,16 +57,17 @@ def evaluate(request: EvaluationRequest) -> tuple[ReportFiles, int]:
     (unreadable or misaligned; cases a model was not run on do not count).
     """
     group_by = check_group_by(request.group_by)
+    registry = registry_with(*([request.registry_url] if request.registry_url else []))
     organs = check_organs(request.organs) if request.organs else tuple(ORGANS)
     if not request.predictions:
         raise DataContractError("expected at least one prediction set (--pred or --totalseg)")
     reference = LabelSet(
         name="reference",
         url=request.reference_url,
-        labelling=labelling(request.reference_labelling, request.registry),
+        labelling=labelling(request.reference_labelling, registry),
     )
     preds = [
-        LabelSet(name=name, url=url, labelling=labelling(kind, request.registry))
+        LabelSet(name=name, url=url, labelling=labelling(kind, registry))
         for name, url, kind in request.predictions
     ]
     ref_cases = discover_cases(request.reference_url, reference.labelling)
@@ -74,11 +76,24 @@ def evaluate(request: EvaluationRequest) -> tuple[ReportFiles, int]:
     if "size" in group_by and metadata is None and images is None:
         log.warning("--group-by size without --cases or --images: every size group is unknown")
     info = case_info_for(ref_cases, metadata=metadata, images=images)
-    scores = score_sets(reference, preds, organs=organs, info=info)
+    scores = score_sets(reference, preds, ref_cases=ref_cases, organs=organs, info=info)
     files = write_report(
         request.out_url, scores, group_by=group_by, title=request.title, pairs=request.pairs
     )
     return files, len(scores.failures)
+
+
+def _write_table(
+    out_url: str,
+    stem: str,
+    rows: Sequence[Mapping[str, object]],
+    columns: Sequence[str],
+    table: Table,
+) -> None:
+    """``<stem>.csv`` (the rows), ``<stem>.md`` and ``<stem>.html`` (the table)."""
+    write_bytes(join_url(out_url, f"{stem}.csv"), to_csv(rows, columns).encode())
+    write_bytes(join_url(out_url, f"{stem}.md"), markdown_page(table.title, "", [table]).encode())
+    write_bytes(join_url(out_url, f"{stem}.html"), html_page(table.title, "", [table]).encode())
 
 
 def cv_report(models: Sequence[tuple[str, str]], out_url: str) -> list[dict[str, object]]:
@@ -88,10 +103,7 @@ def cv_report(models: Sequence[tuple[str, str]], out_url: str) -> list[dict[str,
     for strategy, folder in models:
         by_strategy.setdefault(strategy, []).extend(read_fold_cases(folder))
     rows = cv_rows(by_strategy)
-    table = cv_table(rows)
-    write_bytes(join_url(out_url, "cv.csv"), to_csv(rows, CV_COLUMNS).encode())
-    write_bytes(join_url(out_url, "cv.md"), markdown_page(table.title, "", [table]).encode())
-    write_bytes(join_url(out_url, "cv.html"), html_page(table.title, "", [table]).encode())
+    _write_table(out_url, "cv", rows, CV_COLUMNS, cv_table(rows))
     return rows
 
 
@@ -115,8 +127,7 @@ def chunking_report(
     found = sorted(discover_cases(input_url).items())[:max_cases]
     cases = {case: load_ct(url)[0] for case, url in found}
     rows = chunking_rows(model, cases, model.labels, chunk_mm=chunk_mm, overlaps_mm=overlaps_mm)
-    table = chunking_table(rows, chunk_mm=chunk_mm)
-    write_bytes(join_url(out_url, "chunking.csv"), to_csv(rows, CHUNKING_COLUMNS).encode())
-    write_bytes(join_url(out_url, "chunking.md"), markdown_page(table.title, "", [table]).encode())
-    write_bytes(join_url(out_url, "chunking.html"), html_page(table.title, "", [table]).encode())
+    _write_table(
+        out_url, "chunking", rows, CHUNKING_COLUMNS, chunking_table(rows, chunk_mm=chunk_mm)
+    )
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -60,12 +60,7 @@ def score_case(
                 source=info.source,
                 size_group=info.size_group,
                 organ=organ,
-                dice=m.dice,
-                jaccard=m.jaccard,
-                msd_mm=m.msd_mm,
-                hd_mm=m.hd_mm,
-                hd95_mm=m.hd95_mm,
-                vd_ml=m.vd_ml,
+                **asdict(m),
                 ref_ml=round(int(ref_mask.sum()) * voxel_ml, 4),
                 pred_ml=round(int(pred.masks[organ].sum()) * voxel_ml, 4),
             )
@@ -77,10 +72,12 @@ def score_sets(
     reference: LabelSet,
     predictions: Sequence[LabelSet],
     *,
+    ref_cases: Mapping[str, str],
     organs: tuple[str, ...],
     info: Mapping[str, CaseInfo],
 ) -> Scores:
-    """Every reference case against every prediction set that has it.
+    """Every reference case (``ref_cases``: :func:`discover_cases` of ``reference``)
+    against every prediction set that has it.
 
     A case a prediction set lacks is listed in ``missing`` (a model may have been run on
     another test subset); a case that cannot be read or does not line up is listed in
@@ -89,7 +86,6 @@ def score_sets(
     names = [p.name for p in predictions]
     if len(set(names)) != len(names):
         raise DataContractError(f"expected distinct model names, got {names}; name each --pred")
-    ref_cases = discover_cases(reference.url, reference.labelling)
     pred_cases = {p.name: discover_cases(p.url, p.labelling) for p in predictions}
     if len(ref_cases) == 1:  # one reference case: a single-case prediction is its
         (ref_id,) = ref_cases

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import combinations
 
 from orgseg.catalog import ORGANS
+from orgseg.core.metrics import OverlapMetrics
 from orgseg.core.significance import compare, ks_normality, mean_sd
 from orgseg.errors import ConfigError
 
 #: the metrics of every (model, case, organ), in table order
-METRICS: tuple[str, ...] = ("dice", "jaccard", "msd_mm", "hd_mm", "hd95_mm", "vd_ml")
+METRICS: tuple[str, ...] = tuple(f.name for f in fields(OverlapMetrics))
 METRIC_TITLES: Mapping[str, str] = {
     "dice": "Dice",
     "jaccard": "Jaccard",

@@ -31,7 +31,7 @@ from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, write_
 from orgseg.io.storage import filesystem, is_local, split_suffix
 from orgseg.io.volumes import IMAGE_SUFFIXES
 from orgseg.pipeline.layout import RunLayout
-from orgseg.sources.registry import Source, SourceRegistry, builtin_registry, load_registry
+from orgseg.sources.registry import Source, SourceRegistry, registry_with
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,12 @@ class Manifest:
 
 def resolve_registry(config: RunConfig) -> SourceRegistry:
     """Built-in sources, plus ``<data_root>/sources.yaml`` and ``config.registry`` if present."""
-    registry = builtin_registry()
-    for url in (join_url(config.data_root, "sources.yaml"), config.registry):
-        if url and exists(url):
-            registry = registry.extended(load_registry(read_bytes(url).decode(), where=url))
-        elif url == config.registry and url:
-            raise ConfigError(f"registry {url!r} does not exist")
-    return registry
+    urls = [u for u in (join_url(config.data_root, "sources.yaml"),) if exists(u)]
+    if config.registry:
+        if not exists(config.registry):
+            raise ConfigError(f"registry {config.registry!r} does not exist")
+        urls.append(config.registry)
+    return registry_with(*urls)
 
 
 def _sha256(url: str) -> str:

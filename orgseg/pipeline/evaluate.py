@@ -25,7 +25,7 @@ from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
 from orgseg.io.storage import local_copy
 from orgseg.nnunet.train import model_folder
-from orgseg.pipeline.cases import CaseRecord, load_manifest, load_manual_masks
+from orgseg.pipeline.cases import CaseRecord, Manifest, load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import strategy1_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.strategy1 import configuration_name, organ_predictor
@@ -96,10 +96,9 @@ def _grid(shape: tuple[int, ...], spacing_mm: tuple[float, float, float]) -> Vol
     return Volume(np.broadcast_to(np.zeros((), bool), shape), spacing_mm=spacing_mm)
 
 
-def score_test_cases(config: RunConfig) -> Scores:
+def score_test_cases(config: RunConfig, manifest: Manifest) -> Scores:
     """Both strategies' held-out predictions against the references, per case and organ."""
     layout = RunLayout.of(config)
-    manifest = load_manifest(config)
     scores = Scores(missing={"strategy1": [], "strategy2": []})
     for case_id in manifest.test:
         case = manifest.case(case_id)
@@ -125,9 +124,10 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
     size group, tests, plots, CV and chunking tables); returns per strategy, per organ:
     mean Dice and n over the test cases (also ``evaluation/summary.json``)."""
     layout = RunLayout.of(config)
-    scores = score_test_cases(config)
+    manifest = load_manifest(config)
+    scores = score_test_cases(config, manifest)
     extra = [cv_table(cv_report_rows(config))]
-    chunking = run_chunking_check(config)
+    chunking = run_chunking_check(config, manifest)
     if chunking is not None:
         extra.append(chunking)
     out = join_url(layout.root, "evaluation")
@@ -169,10 +169,9 @@ def cv_report_rows(config: RunConfig) -> list[dict[str, object]]:
     )
 
 
-def run_chunking_check(config: RunConfig) -> Table | None:
+def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
     """Chunked vs unchunked strategy-2 label maps on the first test cases."""
     ev = config.evaluation
-    manifest = load_manifest(config)
     case_ids = list(manifest.test)[: ev.chunking_cases]
     if not case_ids:
         return None

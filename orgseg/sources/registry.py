@@ -207,6 +207,16 @@ def builtin_registry() -> SourceRegistry:
     return load_registry(text, where="builtin.yaml")
 
 
+def registry_with(*urls: str) -> SourceRegistry:
+    """The built-in sources extended by the registry YAML at each URL, in order."""
+    from orgseg.io import read_bytes
+
+    registry = builtin_registry()
+    for url in urls:
+        registry = registry.extended(load_registry(read_bytes(url).decode(), where=url))
+    return registry
+
+
 def with_source(registry: SourceRegistry, source: Source) -> SourceRegistry:
     """A registry with one more (validated) source."""
     return registry.extended({source.name: validate_source(replace(source))})

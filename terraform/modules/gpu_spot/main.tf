@@ -133,25 +133,18 @@ resource "aws_launch_template" "worker" {
     instance_metadata_tags      = "disabled"
   }
 
-  block_device_mappings {
-    device_name = "/dev/xvda"
-    ebs {
-      volume_size           = var.root_volume_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      kms_key_id            = var.ebs_kms_key_arn
-      delete_on_termination = true
-    }
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvdb"
-    ebs {
-      volume_size           = var.scratch_volume_gb
-      volume_type           = "gp3"
-      encrypted             = true
-      kms_key_id            = var.ebs_kms_key_arn
-      delete_on_termination = true
+  # root (image layers) and scratch (/scratch) disks, both encrypted gp3
+  dynamic "block_device_mappings" {
+    for_each = { "/dev/xvda" = var.root_volume_gb, "/dev/xvdb" = var.scratch_volume_gb }
+    content {
+      device_name = block_device_mappings.key
+      ebs {
+        volume_size           = block_device_mappings.value
+        volume_type           = "gp3"
+        encrypted             = true
+        kms_key_id            = var.ebs_kms_key_arn
+        delete_on_termination = true
+      }
     }
   }
 
