@@ -6,6 +6,7 @@ error that lists the valid ones; variants are made with :func:`dataclasses.repla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,7 +146,13 @@ class RunConfig:
     run_root: str
     data_root: str
     registry: str | None = None
-    sources: tuple[str, ...] = ()
+    #: the sources to read: a list of registry names (each in ``data_root/<name>``), or a
+    #: mapping name -> folder the release unpacked into (relative to ``data_root``,
+    #: absolute, or a URL); empty: every registered source with a folder under data_root
+    sources: tuple[str, ...] | Mapping[str, str] = ()
+    #: cases left out of every stage: ids, a mapping id -> reason, or a file/URL of ids
+    #: (one per line, optional ``# reason``)
+    exclude: tuple[str, ...] | Mapping[str, str] | str = ()
     seed: int = 0
     strategy1_organs: tuple[str, ...] = tuple(o.name for o in STRATEGY1_ORGANS)
     strategy2_organs: tuple[str, ...] = STRATEGY2_ORGANS
@@ -199,6 +206,25 @@ class RunConfig:
                 f"nnunet.dataset_id_base must be 1..899 (ids base..base+100 are used), got "
                 f"{self.nnunet.dataset_id_base}"
             )
+
+
+def source_folders(config: RunConfig) -> dict[str, str]:
+    """name -> folder URL of each source the config names (empty: none named).
+
+    >>> c = RunConfig(run_root="r", data_root="s3://b/data",
+    ...               sources={"lits": "LiTS", "verse": "/mnt/verse19"})
+    >>> source_folders(c)
+    {'lits': 's3://b/data/LiTS', 'verse': '/mnt/verse19'}
+    """
+    if isinstance(config.sources, Mapping):
+        items = list(config.sources.items())
+    else:
+        items = [(name, name) for name in config.sources]
+    out = {}
+    for name, folder in items:
+        absolute = "://" in folder or folder.startswith("/")
+        out[name] = folder if absolute else f"{config.data_root.rstrip('/')}/{folder.strip('/')}"
+    return out
 
 
 def parse_run_config(data: object, *, where: str = "config") -> RunConfig:

@@ -8,6 +8,44 @@ import numpy as np
 
 from orgseg.errors import DataContractError
 
+#: float label maps are rounded when every value is this close to an integer
+LABEL_ROUNDING_TOL = 1e-3
+
+
+def integral_labels(label_map: np.ndarray, *, name: str = "label map") -> np.ndarray:
+    """The label map as integers; float maps only when every value is within
+    ``LABEL_ROUNDING_TOL`` of an integer (CT-ORG stores float32, VerSe float64).
+
+    >>> integral_labels(np.array([[[0.0, 1.0002, 2.0]]])).tolist()
+    [[[0, 1, 2]]]
+    """
+    if np.issubdtype(label_map.dtype, np.integer) or label_map.dtype == np.bool_:
+        return label_map
+    if not np.all(np.isfinite(label_map)):
+        raise DataContractError(
+            f"{name}: expected integer label values, found NaN or inf; the file is corrupt"
+        )
+    rounded = np.rint(label_map)
+    err = float(np.max(np.abs(rounded - label_map), initial=0.0))
+    if err > LABEL_ROUNDING_TOL:
+        bad = label_map[np.abs(rounded - label_map) > LABEL_ROUNDING_TOL]
+        raise DataContractError(
+            f"{name}: expected integer label values, got non-integer values of dtype "
+            f"{label_map.dtype} (e.g. {float(bad.flat[0]):.4f}, off an integer by up to "
+            f"{err:.4f}; at most {LABEL_ROUNDING_TOL} is rounded); this looks like an "
+            "interpolated or probability map: use the original integer label file"
+        )
+    return rounded.astype(np.int32)
+
+
+def label_values(label_map: np.ndarray) -> tuple[int, ...]:
+    """The non-zero values of an integer label map, sorted.
+
+    >>> label_values(np.array([[[0, 3, 1, 3]]]))
+    (1, 3)
+    """
+    return tuple(int(v) for v in np.unique(label_map) if v != 0)
+
 
 def masks_from_label_map(
     label_map: np.ndarray, mapping: Mapping[str, Sequence[int]]
@@ -31,14 +69,7 @@ def masks_from_label_map(
     ...     lm, {"kidneys": [2, 3], "liver": [5]}).items()}
     {'kidneys': [[[0, 1, 1, 0]]], 'liver': [[[0, 0, 0, 1]]]}
     """
-    if not np.issubdtype(label_map.dtype, np.integer):
-        rounded = np.rint(label_map)
-        if not np.array_equal(rounded, label_map):
-            raise DataContractError(
-                f"expected an integer label map, got non-integer values of dtype "
-                f"{label_map.dtype}; save label maps as integers"
-            )
-        label_map = rounded.astype(np.int64)
+    label_map = integral_labels(label_map)
     top = int(label_map.max(initial=0))
     clipped = np.clip(label_map, 0, top)  # negative values are background
     out = {}

@@ -8,6 +8,10 @@ from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
 
 AIR_HU = -500.0
+#: denser than fat and lung: what a patient is made of
+TISSUE_HU = -300.0
+#: less tissue than this is no patient (a neonate's body is well over 1,000 ml)
+MIN_TISSUE_ML = 50.0
 
 
 def check_geometry(volume: Volume, *, name: str = "image") -> None:
@@ -54,4 +58,28 @@ def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -
         raise DataContractError(
             f"{name}: intensities {lo:.0f}..{hi:.0f} are outside any CT range; "
             "expected Hounsfield units"
+        )
+    check_has_patient(volume, name=name)
+
+
+def check_has_patient(volume: Volume, *, name: str = "image") -> None:
+    """Raise :class:`DataContractError` when a scan holds no patient.
+
+    A scan with less than ``MIN_TISSUE_ML`` of voxels above ``TISSUE_HU`` (air, an empty
+    field of view, a scout of nothing) has nothing to segment: networks asked anyway
+    invent organs in the noise.
+
+    >>> import numpy as np
+    >>> check_has_patient(Volume(np.full((4, 4, 4), -1000, np.int16)))
+    Traceback (most recent call last):
+    ...
+    orgseg.errors.DataContractError: image: no patient found: 0.0 ml of the scan is denser \
+than -300 HU (expected at least 50 ml of tissue); the scan is empty air or not a CT of a patient
+    """
+    tissue_ml = float(np.count_nonzero(volume.array > TISSUE_HU)) * volume.voxel_volume_ml
+    if tissue_ml < MIN_TISSUE_ML:
+        raise DataContractError(
+            f"{name}: no patient found: {tissue_ml:.1f} ml of the scan is denser than "
+            f"{TISSUE_HU:.0f} HU (expected at least {MIN_TISSUE_ML:.0f} ml of tissue); "
+            "the scan is empty air or not a CT of a patient"
         )

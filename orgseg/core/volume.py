@@ -75,11 +75,58 @@ class Volume:
             )
         return replace(self, array=array)
 
+    @property
+    def grid(self) -> Grid:
+        """This volume's sampling grid (shape and geometry, no voxels)."""
+        return Grid(
+            shape=self.shape,
+            spacing_mm=self.spacing_mm,
+            origin_mm=self.origin_mm,
+            direction=self.direction,
+        )
+
     def same_grid(self, other: Volume, *, tol_mm: float = 1e-3) -> bool:
         """True when both volumes sample the same voxels in world space."""
-        return (
-            self.shape == other.shape
-            and np.allclose(self.spacing_mm, other.spacing_mm, atol=tol_mm)
-            and np.allclose(self.origin_mm, other.origin_mm, atol=tol_mm)
-            and np.allclose(self.direction, other.direction, atol=1e-4)
-        )
+        return self.grid.differences(other.grid, tol_mm=tol_mm) == []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grid:
+    """Where a volume's voxels are, without the voxels: what an image header says.
+
+    Same conventions as :class:`Volume` (shape and spacing in (z, y, x), LPS origin, one
+    direction row per array axis).
+    """
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: np.ndarray
+
+    def differences(self, other: Grid, *, tol_mm: float = 1e-3) -> list[str]:
+        """What differs between two grids, in words (empty: the same voxels).
+
+        Shapes must be equal exactly; spacing and origin within ``tol_mm`` plus a
+        relative 1e-5 (float32 headers), direction cosines within 1e-4.
+
+        >>> g = Grid(shape=(2, 3, 4), spacing_mm=(1.0, 1.0, 1.0), origin_mm=(0.0, 0.0, 0.0),
+        ...          direction=CANONICAL_DIRECTION)
+        >>> g.differences(replace(g, origin_mm=(0.0, 0.0, 5.0)))
+        ['origin (0.0, 0.0, 0.0) vs (0.0, 0.0, 5.0) mm']
+        """
+        out = []
+        if tuple(self.shape) != tuple(other.shape):
+            out.append(f"shape {tuple(self.shape)} vs {tuple(other.shape)}")
+        for name, a, b in (
+            ("spacing", self.spacing_mm, other.spacing_mm),
+            ("origin", self.origin_mm, other.origin_mm),
+        ):
+            if not np.allclose(a, b, atol=tol_mm, rtol=1e-5):
+                fmt = lambda v: tuple(round(float(x), 4) for x in v)  # noqa: E731
+                out.append(f"{name} {fmt(a)} vs {fmt(b)} mm")
+        if not np.allclose(self.direction, other.direction, atol=1e-4):
+            out.append(
+                f"direction {np.round(self.direction, 4).tolist()} vs "
+                f"{np.round(other.direction, 4).tolist()}"
+            )
+        return out

@@ -18,7 +18,6 @@ from orgseg.catalog import ORGANS, label_ids
 from orgseg.core.labels import masks_from_label_map
 from orgseg.errors import ConfigError
 from orgseg.sources.registry import SourceRegistry, builtin_registry
-from orgseg.sources.totalseg import TOTAL_CLASSES
 
 ORGSEG = "orgseg"
 
@@ -62,17 +61,10 @@ def labelling(name: str, registry: SourceRegistry | None = None) -> Labelling:
             f"{sorted(registry.names())}"
         )
     source = registry[name]
-    if source.format == "per_organ_files":
-        return Labelling(name=name, label_values={}, file_names=dict(source.files))
-    if source.format != "label_map":
+    if source.format == "rtstruct":
         raise ConfigError(
-            f"source {name!r} stores {source.format} labels; evaluation reads label maps or "
-            "per-organ files. Convert the RTSTRUCTs to label maps first"
+            f"source {name!r} stores RTSTRUCT contours; evaluation reads label maps or "
+            "per-organ files. Write them as label maps first (orgseg run cases reads them)"
         )
-    files: dict[str, tuple[str, ...]] = {}
-    if name == "totalsegmentator":
-        files = {
-            organ: tuple(f"{TOTAL_CLASSES[v]}.nii.gz" for v in values if v in TOTAL_CLASSES)
-            for organ, values in source.labels.items()
-        }
-    return Labelling(name=name, label_values=dict(source.labels), file_names=files)
+    # a source may describe both (TotalSegmentator: `total` ids and per-class files)
+    return Labelling(name=name, label_values=dict(source.labels), file_names=dict(source.files))

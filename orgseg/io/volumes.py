@@ -163,6 +163,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
             if suffix.lower() in (".nii", ".nii.gz"):
                 return _read_nifti(path, url)
             try:
+                _check_itk_header(path, url)
                 image = sitk.ReadImage(path)
             except RuntimeError as exc:
                 raise DataContractError(
@@ -170,6 +171,23 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                     "truncated, corrupt or not an image: re-download or re-export it"
                 ) from None
     return _from_sitk(image, url)
+
+
+def _check_itk_header(path: str, url: str) -> None:
+    """The claimed-size check for formats ITK reads (NRRD, MHA, DICOM files)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    # one byte per voxel and component: a lower bound, so the check never refuses a good file
+    bytes_per_voxel = max(reader.GetNumberOfComponents(), 1)
+    detached = path.lower().endswith((".nhdr", ".mhd"))  # voxels in another file
+    check_claimed_size(
+        url,
+        dims=list(reader.GetSize()),
+        bytes_per_voxel=bytes_per_voxel,
+        file_bytes=os.path.getsize(path) if not detached else 2**62,
+        compressed=True,  # NRRD/MHA may be compressed: only the deflate bound is sure
+    )
 
 
 def _read_nifti(path: str, url: str) -> Volume:
@@ -198,7 +216,22 @@ def _read_nifti(path: str, url: str) -> Volume:
             f"{url}: expected a 3D volume, got a single slice (shape {data.shape}); "
             "a 2D image cannot be segmented in 3D"
         )
-    affine = np.asarray(image.affine, dtype=float)
+    spacing, origin, direction = nifti_geometry(np.asarray(image.affine, dtype=float), url)
+    volume = Volume(
+        np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
+        spacing_mm=spacing,
+        origin_mm=origin,
+        direction=direction,
+    )
+    check_geometry(volume, name=url)
+    return volume
+
+
+def nifti_geometry(
+    affine: np.ndarray, url: str
+) -> tuple[tuple[float, float, float], tuple[float, float, float], np.ndarray]:
+    """(spacing (z, y, x), LPS origin, direction rows (z, y, x)) of a NIfTI affine, whose
+    columns are the file's axes i, j, k in RAS; the array is read as (k, j, i)."""
     ras_to_lps = np.array([-1.0, -1.0, 1.0])
     columns = affine[:3, :3] * ras_to_lps[:, None]  # column c: file axis c (i, j, k) in LPS
     spacing = np.linalg.norm(columns, axis=0)
@@ -208,14 +241,11 @@ def _read_nifti(path: str, url: str) -> Volume:
             "fix the NIfTI header"
         )
     direction = np.stack([columns[:, 2 - a] / spacing[2 - a] for a in range(3)])
-    volume = Volume(
-        np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
-        spacing_mm=tuple(float(spacing[2 - a]) for a in range(3)),  # type: ignore[arg-type]
-        origin_mm=tuple(affine[:3, 3] * ras_to_lps),  # type: ignore[arg-type]
-        direction=direction,
+    return (
+        tuple(float(spacing[2 - a]) for a in range(3)),  # type: ignore[return-value]
+        tuple(float(v) for v in affine[:3, 3] * ras_to_lps),  # type: ignore[return-value]
+        direction,
     )
-    check_geometry(volume, name=url)
-    return volume
 
 
 def _check_nifti_header(path: str, url: str) -> None:
@@ -234,12 +264,60 @@ def _check_nifti_header(path: str, url: str) -> None:
             f"{url}: cannot read the NIfTI header ({type(exc).__name__}: {exc}); the file is "
             "truncated, corrupt or not NIfTI: re-download or re-export it"
         ) from None
+    check_claimed_size(
+        url,
+        dims=[int(d) for d in header["dim"][1 : int(header["dim"][0]) + 1]],
+        bytes_per_voxel=max(int(header["bitpix"]), 8) / 8,
+        file_bytes=os.path.getsize(path),
+        compressed=path.lower().endswith(".gz"),
+        data_offset=int(header["vox_offset"]),
+    )
     pixdim = [float(v) for v in header["pixdim"][1:4]]
     ndim = int(header["dim"][0])
     if ndim >= 3 and any(not (v > 0) for v in pixdim[: min(ndim, 3)]):
         raise DataContractError(
             f"{url}: expected positive voxel spacing, the NIfTI header says pixdim "
             f"{pixdim} mm; fix the header (pixdim[1:4]) or re-export the image"
+        )
+
+
+#: no CT needs more voxels than this (2**31: e.g. 1024 x 1024 x 2048); a header that
+#: claims more is corrupt or hostile, and reading it would exhaust a node's memory
+MAX_VOXELS = 2**31
+#: deflate (gzip) cannot expand data more than about 1032:1; a compressed file claiming
+#: more than this many times its size is truncated or lying
+MAX_DEFLATE_RATIO = 1100
+
+
+def check_claimed_size(
+    url: str,
+    *,
+    dims: Sequence[int],
+    bytes_per_voxel: float,
+    file_bytes: int,
+    compressed: bool,
+    data_offset: int = 0,
+) -> None:
+    """Refuse a header whose grid the file cannot hold, before allocating anything.
+
+    A 1.3 KB file whose header claims 2000 x 2000 x 2000 voxels would otherwise make the
+    reader allocate 16 GB before failing (and a low-RAM node kill the whole batch).
+    """
+    voxels = int(np.prod([max(int(d), 1) for d in dims], dtype=np.int64))
+    claimed = voxels * bytes_per_voxel
+    grid = " x ".join(str(int(d)) for d in dims)
+    if voxels > MAX_VOXELS:
+        raise DataContractError(
+            f"{url}: the header claims a grid of {grid} ({voxels:,} voxels), above the "
+            f"{MAX_VOXELS:,} any CT needs; the header is corrupt: re-export the image"
+        )
+    limit = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - data_offset
+    if claimed > limit:
+        raise DataContractError(
+            f"{url}: the header claims a grid of {grid} ({claimed / 1e6:,.1f} MB of voxels) "
+            f"but the file holds only {file_bytes:,} bytes"
+            + (" (more than gzip can expand)" if compressed else "")
+            + "; the file is truncated or its header is corrupt: re-download or re-export it"
         )
 
 

@@ -1,11 +1,13 @@
 """Stage 1: the case table, body crops and splits.
 
-For every case of every source under the data root: hash its files, load the CT in the
-canonical frame, compute the body contour, crop (crop box kept to map back), measure the
-patient size, and store the manually labelled organs as masks on the cropped grid. Then
-split per source: the source's official test list where it has one, else a seeded
+For every case of every source (found in its release folder as the registry's layout
+says, :mod:`orgseg.pipeline.discovery`): hash its files, load the CT in the canonical
+frame, compute the body contour, crop (crop box kept to map back), measure the patient
+size, and store the manually labelled organs as masks on the cropped grid. A case that
+cannot be read, paired or validated is excluded with its reason, and the stage goes on.
+Then split per source: the source's official test list where it has one, else a seeded
 fraction; the rest is for cross-validation. The manifest (``manifest.json``) records it
-all with file hashes; the same seed gives the same split.
+all with file hashes and the exclusions; the same seed gives the same split.
 """
 
 from __future__ import annotations
@@ -14,23 +16,23 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from orgseg.config import RunConfig
+from orgseg.config import RunConfig, source_folders
 from orgseg.core.body import body_mask
 from orgseg.core.crop import CropBox, bounding_box, crop, crop_volume
-from orgseg.core.labels import masks_from_label_map
-from orgseg.core.orientation import to_canonical
 from orgseg.core.size import patient_size
 from orgseg.core.splits import hold_out, stable_seed
 from orgseg.errors import ConfigError, DataContractError
-from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, write_bytes, write_volume
-from orgseg.io.storage import filesystem, is_local, split_suffix
-from orgseg.io.volumes import IMAGE_SUFFIXES
+from orgseg.io import exists, join_url, load_ct, read_bytes, write_bytes, write_volume
+from orgseg.io.storage import filesystem
+from orgseg.pipeline.discovery import CaseFiles, discover_source
 from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.manual import read_manual_labels
 from orgseg.sources.registry import Source, SourceRegistry, registry_with
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ class CaseRecord:
     median_effective_diameter_mm: float
     crop: dict[str, list[int]]
     spacing_mm: tuple[float, float, float]
+    #: the CT series when image_url is a DICOM folder
+    series_uid: str | None = None
+    #: label values (or ROI names) found in the case's labels that the registry does not map
+    unmapped_labels: tuple[object, ...] = ()
 
     @property
     def crop_box(self) -> CropBox:
@@ -61,9 +67,20 @@ class CaseRecord:
             **{
                 **d,
                 "manual_organs": tuple(d["manual_organs"]),  # type: ignore[arg-type]
-                "spacing_mm": tuple(d["spacing_mm"]),
+                "spacing_mm": tuple(d["spacing_mm"]),  # type: ignore[arg-type]
+                "unmapped_labels": tuple(d.get("unmapped_labels", ())),  # type: ignore[arg-type]
             }
         )  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclusion:
+    """A case left out of the run, and why."""
+
+    case_id: str
+    source: str
+    image_url: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +89,9 @@ class Manifest:
     test: tuple[str, ...]
     train: tuple[str, ...]
     seed: int
+    excluded: tuple[Exclusion, ...] = ()
+    #: the ids the config excluded when this manifest was built (a change rebuilds it)
+    config_excluded: tuple[str, ...] = ()
 
     def case(self, case_id: str) -> CaseRecord:
         for c in self.cases:
@@ -86,6 +106,8 @@ class Manifest:
                 "train": list(self.train),
                 "test": list(self.test),
                 "cases": [asdict(c) for c in self.cases],
+                "excluded": [asdict(e) for e in self.excluded],
+                "config_excluded": list(self.config_excluded),
             },
             indent=2,
         )
@@ -94,7 +116,14 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         d = json.loads(text)
         cases = tuple(CaseRecord.from_dict(c) for c in d["cases"])
-        return cls(cases=cases, test=tuple(d["test"]), train=tuple(d["train"]), seed=d["seed"])
+        return cls(
+            cases=cases,
+            test=tuple(d["test"]),
+            train=tuple(d["train"]),
+            seed=d["seed"],
+            excluded=tuple(Exclusion(**e) for e in d.get("excluded", ())),
+            config_excluded=tuple(d.get("config_excluded", ())),
+        )
 
 
 def resolve_registry(config: RunConfig) -> SourceRegistry:
@@ -107,6 +136,60 @@ def resolve_registry(config: RunConfig) -> SourceRegistry:
     return registry_with(*urls)
 
 
+def selected_sources(config: RunConfig, registry: SourceRegistry) -> dict[str, str]:
+    """name -> release folder of every source the run reads (unknown names refused)."""
+    folders = source_folders(config)
+    if not folders:
+        fs, root = filesystem(config.data_root)
+        folders = {
+            n: join_url(config.data_root, n)
+            for n in registry.names()
+            if fs.exists(f"{root.rstrip('/')}/{n}")
+        }
+    if not folders:
+        raise ConfigError(
+            f"no registered source has a folder under {config.data_root}; registered: "
+            f"{list(registry.names())}. Name them in 'sources' (name: folder) or add a "
+            "sources.yaml"
+        )
+    for name in folders:
+        registry[name]  # an unknown name is an error listing the registered ones
+    return folders
+
+
+def discover_cases(
+    config: RunConfig, registry: SourceRegistry
+) -> tuple[dict[str, str], list[CaseFiles]]:
+    """The run's source folders and every case found in them."""
+    folders = selected_sources(config, registry)
+    found: list[CaseFiles] = []
+    for name, folder in folders.items():
+        cases = discover_source(registry[name], folder)
+        log.info("cases: %s: %d cases found in %s", name, len(cases), folder)
+        found += cases
+    return folders, found
+
+
+def load_exclusions(config: RunConfig) -> dict[str, str]:
+    """case id -> reason, from the config's ``exclude`` (ids, mapping, or a file/URL)."""
+    spec = config.exclude
+    if isinstance(spec, str):
+        if not exists(spec):
+            raise ConfigError(
+                f"exclude: {spec!r} does not exist; give a file/URL of case ids (one per "
+                "line, optional '# reason') or a list of ids"
+            )
+        out = {}
+        for line in read_bytes(spec).decode().splitlines():
+            case_id, _, reason = line.partition("#")
+            if case_id.strip():
+                out[case_id.strip()] = reason.strip() or f"listed in {spec}"
+        return out
+    if isinstance(spec, Mapping):
+        return {str(k): str(v) or "excluded in the config" for k, v in spec.items()}
+    return {str(c): "excluded in the config" for c in spec}
+
+
 def _sha256(url: str) -> str:
     fs, path = filesystem(url)
     h = hashlib.sha256()
@@ -116,158 +199,188 @@ def _sha256(url: str) -> str:
     return h.hexdigest()
 
 
-def _list_cases(config: RunConfig, source: Source) -> dict[str, tuple[str, str]]:
-    if source.format == "rtstruct":
-        raise ConfigError(
-            f"source {source.name!r} ships RTSTRUCT contours; convert them to label maps "
-            "first (one NIfTI per case, values as in a label_map entry) and register the "
-            "converted set as a label_map source"
-        )
-    images_url = join_url(config.data_root, source.name, source.images_dir)
-    fs, base = filesystem(images_url)
-    if not fs.exists(base):
-        raise DataContractError(f"source {source.name!r}: no image folder {images_url}")
-    out = {}
-    for path in sorted(fs.ls(base, detail=False)):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        stem, suffix = split_suffix(name)
-        if suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        case_id = stem[: -len("_0000")] if stem.endswith("_0000") else stem
-        image_url = path if is_local(config.data_root) else fs.unstrip_protocol(path)
-        if source.format == "label_map":
-            label_url = join_url(
-                config.data_root, source.name, source.labels_dir, f"{case_id}{suffix}"
-            )
-        else:
-            label_url = join_url(config.data_root, source.name, source.labels_dir, case_id)
-        out[case_id] = (image_url, label_url)
-    return out
+def _sha256_of(urls: list[str]) -> str:
+    """One file's sha256, or for several one sha256 over their names and hashes."""
+    if len(urls) == 1:
+        return _sha256(urls[0])
+    h = hashlib.sha256()
+    for u in sorted(urls):
+        h.update(f"{u.rsplit('/', 1)[-1]}:{_sha256(u)}\n".encode())
+    return h.hexdigest()
 
 
-def _manual_masks(
-    source: Source, label_url: str, shape: tuple[int, int, int]
-) -> dict[str, np.ndarray]:
-    """Manual organ masks of one case in the canonical frame."""
-    if source.format == "label_map":
-        canon, _ = to_canonical(read_volume(label_url))
-        if canon.shape != shape:
-            raise DataContractError(
-                f"{label_url}: label shape {canon.shape} differs from the image's {shape}"
-            )
-        return masks_from_label_map(np.asarray(canon.array), source.labels)
-    masks = {}
-    for organ, files in source.files.items():
-        acc = np.zeros(shape, bool)
-        for f in files:
-            canon, _ = to_canonical(read_volume(join_url(label_url, f)))
-            acc |= np.asarray(canon.array) > 0
-        masks[organ] = acc
-    return masks
-
-
-def _official_test(config: RunConfig, source: Source, case_ids: list[str]) -> list[str] | None:
+def _official_test(source: Source, folder: str, case_ids: list[str]) -> list[str] | None:
     if not source.official_test_list:
         return None
-    url = join_url(config.data_root, source.name, source.official_test_list)
+    url = join_url(folder, source.official_test_list)
     if not exists(url):
+        log.warning("%s: no official test list %s; holding out a seeded fraction", source.name, url)
         return None
     text = read_bytes(url).decode()
     if url.endswith(".csv"):  # TotalSegmentator meta.csv: image_id;...;split
         lines = [line.split(";") for line in text.splitlines() if line.strip()]
-        head = lines[0]
+        head = [h.strip() for h in lines[0]]
         try:
             id_col, split_col = head.index("image_id"), head.index("split")
         except ValueError:
             raise DataContractError(
-                f"{url}: expected columns image_id and split, got {head}"
+                f"{url}: expected ';'-separated columns image_id and split, got {head}"
             ) from None
-        ids = [row[id_col] for row in lines[1:] if row[split_col].strip() == "test"]
+        ids = [row[id_col].strip() for row in lines[1:] if row[split_col].strip() == "test"]
     else:
         ids = [line.strip() for line in text.splitlines() if line.strip()]
     return sorted(set(ids) & set(case_ids))
 
 
+def _label_urls(source: Source, case: CaseFiles) -> list[str]:
+    if source.format == "per_organ_files":
+        names = sorted({n for names in case.organ_labels.values() for n in names})
+        return [join_url(case.label_url, n) for n in names]
+    return [case.label_url]
+
+
 def prepare_case(
-    config: RunConfig,
-    layout: RunLayout,
-    source: Source,
-    case_id: str,
-    image_url: str,
-    label_url: str,
+    config: RunConfig, layout: RunLayout, source: Source, case: CaseFiles
 ) -> CaseRecord:
-    """Crop, size and manual masks of one case (skipped when its record exists)."""
-    record_url = layout.case_record(case_id)
+    """Crop, size and manual masks of one case (skipped when its record exists).
+
+    Raises :class:`DataContractError` when the case cannot be read, paired or validated.
+    """
+    record_url = layout.case_record(case.case_id)
     if exists(record_url):
         return CaseRecord.from_dict(json.loads(read_bytes(record_url)))
-    ct, _ = load_ct(image_url)
+    ct, reorientation = load_ct(case.image_url, series_uid=case.series_uid)
+    wanted = tuple(o for o in source.organs if o in config.strategy1_organs)
+    labels = read_manual_labels(source, case, reorientation, wanted)
+    organs = [
+        o
+        for o in wanted
+        if o in labels.masks and (o not in source.partial_organs or labels.masks[o].any())
+    ]
+    if labels.unmapped:
+        log.warning(
+            "%s: label values %s are not in source %s's mapping (ignored)",
+            case.case_id,
+            list(labels.unmapped),
+            source.name,
+        )
     body = body_mask(ct.array, spacing_mm=ct.spacing_mm)
+    if not body.any():
+        raise DataContractError(
+            f"{case.image_url}: no patient found (the body contour is empty); the scan "
+            "holds no body to segment"
+        )
     if config.body_crop.enabled:
         box = bounding_box(body, spacing_mm=ct.spacing_mm, margin_mm=config.body_crop.margin_mm)
     else:
         box = CropBox((0, 0, 0), ct.shape, ct.shape)
     size = patient_size(ct.array, body, spacing_mm=ct.spacing_mm)
-    organs = [o for o in source.organs if o in config.strategy1_organs]
-    masks = _manual_masks(source, label_url, ct.shape)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{o: crop(masks[o], box) for o in organs})
-    write_volume(crop_volume(ct, box), layout.cropped_ct(case_id))
-    write_bytes(layout.manual_masks(case_id), buf.getvalue())
+    np.savez_compressed(buf, **{o: crop(labels.masks[o], box) for o in organs})
+    write_volume(crop_volume(ct, box), layout.cropped_ct(case.case_id))
+    write_bytes(layout.manual_masks(case.case_id), buf.getvalue())
+    image_files = list(case.image_files) or [case.image_url]
     record = CaseRecord(
-        case_id=case_id,
+        case_id=case.case_id,
         source=source.name,
-        image_url=image_url,
-        label_url=label_url,
-        image_sha256=_sha256(image_url),
-        label_sha256=_sha256(label_url) if source.format == "label_map" else "",
+        image_url=case.image_url,
+        label_url=case.label_url,
+        image_sha256=_sha256_of(image_files),
+        label_sha256=_sha256_of(_label_urls(source, case)),
         manual_organs=tuple(organs),
         size_group=size.group,
         median_effective_diameter_mm=round(size.median_effective_diameter_mm, 1),
         crop=box.to_dict(),
         spacing_mm=ct.spacing_mm,
+        series_uid=case.series_uid,
+        unmapped_labels=labels.unmapped,
     )
     write_bytes(record_url, json.dumps(asdict(record), indent=2).encode())  # committed last
     return record
 
 
-def build_manifest(config: RunConfig) -> Manifest:
-    """Stage ``cases``: the case table and splits (idempotent per case)."""
+def _triage(
+    found: list[CaseFiles], excluded_ids: Mapping[str, str]
+) -> tuple[list[CaseFiles], list[Exclusion], int]:
+    """Usable cases, exclusions (config, duplicate ids, discovery problems), unlabelled count."""
+    usable: list[CaseFiles] = []
+    excluded: list[Exclusion] = []
+    seen: dict[str, CaseFiles] = {}
+    unlabelled = 0
+    for case in found:
+        if case.unlabelled:
+            unlabelled += 1
+            continue
+        reason = ""
+        if case.case_id in excluded_ids:
+            reason = f"excluded by the config: {excluded_ids[case.case_id]}"
+        elif case.case_id in seen:
+            first = seen[case.case_id]
+            reason = (
+                f"case id {case.case_id!r} is also a case of source {first.source!r} "
+                f"({first.image_url}); case ids must be unique across sources: exclude one "
+                "of them or give a source a case_id prefix in its layout"
+            )
+        elif case.problem:
+            reason = case.problem
+        if reason:
+            excluded.append(_exclusion(case, reason))
+            continue
+        seen[case.case_id] = case
+        usable.append(case)
+    return usable, excluded, unlabelled
+
+
+def _exclusion(case: CaseFiles, reason: str) -> Exclusion:
+    return Exclusion(
+        case_id=case.case_id, source=case.source, image_url=case.image_url, reason=reason
+    )
+
+
+def summary_line(n_cases: int, excluded: list[Exclusion] | tuple[Exclusion, ...]) -> str:
+    """``412 cases, 3 excluded: s0011 (reason), ...`` (reasons shortened)."""
+    if not excluded:
+        return f"{n_cases} cases, 0 excluded"
+    shown = "; ".join(f"{e.case_id} ({e.reason[:120]})" for e in excluded[:5])
+    more = f"; and {len(excluded) - 5} more (see manifest.json)" if len(excluded) > 5 else ""
+    return f"{n_cases} cases, {len(excluded)} excluded: {shown}{more}"
+
+
+def build_manifest(
+    config: RunConfig, *, progress: Callable[[int, int, str], None] | None = None
+) -> Manifest:
+    """Stage ``cases``: the case table and splits (idempotent per case).
+
+    A case that cannot be read, paired or validated is excluded with its reason; the
+    stage goes on and logs one summary line.
+    """
     layout = RunLayout.of(config)
+    excluded_ids = load_exclusions(config)
     if exists(layout.manifest()):
         manifest = Manifest.from_json(read_bytes(layout.manifest()).decode())
-        if manifest.seed == config.seed:
+        if manifest.seed == config.seed and manifest.config_excluded == tuple(sorted(excluded_ids)):
             log.info("cases: manifest exists (%d cases)", len(manifest.cases))
             return manifest
     registry = resolve_registry(config)
-    fs, root = filesystem(config.data_root)
-    names = config.sources or tuple(
-        n for n in registry.names() if fs.exists(f"{root.rstrip('/')}/{n}")
-    )
-    if not names:
-        raise ConfigError(
-            f"no registered source has a folder under {config.data_root}; registered: "
-            f"{list(registry.names())}. Set 'sources' or add a sources.yaml"
-        )
+    folders, found = discover_cases(config, registry)
+    usable, excluded, unlabelled = _triage(found, excluded_ids)
+    unmatched = sorted(set(excluded_ids) - {c.case_id for c in found})
+    if unmatched:
+        log.warning("cases: exclude lists ids that no source has: %s", unmatched[:20])
     records: list[CaseRecord] = []
+    for i, case in enumerate(usable, start=1):
+        log.info("cases: %d/%d %s (%s)", i, len(usable), case.case_id, case.source)
+        if progress is not None:
+            progress(i, len(usable), case.case_id)
+        try:
+            records.append(prepare_case(config, layout, registry[case.source], case))
+        except DataContractError as exc:
+            log.warning("cases: %s excluded: %s", case.case_id, exc)
+            excluded.append(_exclusion(case, str(exc)))
     test: list[str] = []
-    seen: dict[str, str] = {}
-    all_cases = [
-        (registry[n], cid, urls)
-        for n in names
-        for cid, urls in _list_cases(config, registry[n]).items()
-    ]
-    for i, (source, case_id, (image_url, label_url)) in enumerate(all_cases, start=1):
-        if case_id in seen:
-            raise DataContractError(
-                f"case id {case_id!r} appears in sources {seen[case_id]!r} and {source.name!r}; "
-                "rename one of the files so case ids are unique"
-            )
-        seen[case_id] = source.name
-        log.info("cases: %d/%d %s (%s)", i, len(all_cases), case_id, source.name)
-        records.append(prepare_case(config, layout, source, case_id, image_url, label_url))
-    for name in names:
+    for name, folder in folders.items():
         ids = [r.case_id for r in records if r.source == name]
-        official = _official_test(config, registry[name], ids)
+        official = _official_test(registry[name], folder, ids)
         test += (
             official
             if official is not None
@@ -277,10 +390,21 @@ def build_manifest(config: RunConfig) -> Manifest:
         )
     train = sorted(set(r.case_id for r in records) - set(test))
     manifest = Manifest(
-        cases=tuple(records), test=tuple(sorted(test)), train=tuple(train), seed=config.seed
+        cases=tuple(records),
+        test=tuple(sorted(test)),
+        train=tuple(train),
+        seed=config.seed,
+        excluded=tuple(excluded),
+        config_excluded=tuple(sorted(excluded_ids)),
     )
     write_bytes(layout.manifest(), manifest.to_json().encode())
-    log.info("cases: %d train, %d test", len(train), len(test))
+    reasons = Counter(e.source for e in excluded)
+    log.info("cases: %s", summary_line(len(records), excluded))
+    if unlabelled:
+        log.info("cases: %d unlabelled images skipped (not training cases)", unlabelled)
+    log.info(
+        "cases: %d train, %d test; excluded per source: %s", len(train), len(test), dict(reasons)
+    )
     return manifest
 
 

@@ -57,7 +57,7 @@ def predict_test_cases(config: RunConfig) -> None:
             body_margin_mm=config.body_crop.margin_mm,
         )
         for case in todo2:
-            ct, rec = load_ct(case.image_url)
+            ct, rec = load_ct(case.image_url, series_uid=case.series_uid)
             seg = segment_volume(model, ct, engine)
             save_like(seg.labels, rec, layout.prediction(2, case.case_id))
             log.info("predict strategy 2: %s", case.case_id)
@@ -74,7 +74,7 @@ def predict_test_cases(config: RunConfig) -> None:
             masks[case_id][organ] = predictor.predict(np.asarray(ct.array), ct.spacing_mm) == 1
     for case in todo1:
         fused = fuse_by_priority(masks[case.case_id], ids, manual=(), cv_dice=cv_dice)
-        full, rec = load_ct(case.image_url)
+        full, rec = load_ct(case.image_url, series_uid=case.series_uid)
         save_like(uncrop(fused, case.crop_box), rec, layout.prediction(1, case.case_id))
         log.info("predict strategy 1: %s", case.case_id)
 
@@ -178,7 +178,8 @@ def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
     chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or 150.0
     with local_copy(RunLayout.of(config).model(2)) as model_dir:
         model = SegmentationModel(model_dir, ModelOptions(device=config.nnunet.device))
-    cases = {c: load_ct(manifest.case(c).image_url)[0] for c in case_ids}
+    records = {c: manifest.case(c) for c in case_ids}
+    cases = {c: load_ct(r.image_url, series_uid=r.series_uid)[0] for c, r in records.items()}
     rows = chunking_rows(
         model,
         cases,

@@ -24,6 +24,7 @@ from orgseg.core.volume import Volume
 from orgseg.io import join_url, write_bytes, write_volume
 from orgseg.phantoms import make_phantom, plan_sources
 from orgseg.phantoms.anatomy import PHANTOM_ORGANS
+from orgseg.sources.layout import render
 from orgseg.sources.registry import SourceRegistry
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,14 @@ def write_phantom_set(root: str, config: PhantomSetConfig) -> SourceRegistry:
         for organ, values in source.labels.items():
             partial[phantom.labels == phantom.label_ids[organ]] = values[0]
         base = join_url(root, case.source)
+        names = {"case": case.case_id, "channel": "", "ext": ".nii.gz"}
         write_volume(
             _file_geometry(phantom.ct_hu, phantom.spacing_mm),
-            join_url(base, source.images_dir, f"{case.case_id}.nii.gz"),
+            join_url(base, render(source.layout.image, names)),
         )
         write_volume(
             _file_geometry(partial, phantom.spacing_mm),
-            join_url(base, source.labels_dir, f"{case.case_id}.nii.gz"),
+            join_url(base, render(source.layout.label, names)),
         )
         write_volume(
             _file_geometry(phantom.labels, phantom.spacing_mm),

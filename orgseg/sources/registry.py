@@ -8,10 +8,14 @@ A source says how its label files encode organs:
 
 A label value may feed more than one organ (TotalSegmentator's vertebrae are part of
 ``whole_bones`` too); each organ's mask is then built independently.
+
+Where a source's files are (its release's own folder and file names) is its ``layout``
+(:mod:`orgseg.sources.layout`): adding a dataset is a YAML entry, not code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -22,6 +26,7 @@ import yaml
 from orgseg.catalog import ORGANS
 from orgseg.configtools import load_dataclass
 from orgseg.errors import ConfigError
+from orgseg.sources.layout import Layout, validate_layout
 
 SourceFormat = Literal["label_map", "per_organ_files", "rtstruct"]
 
@@ -44,8 +49,15 @@ class Source:
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     roi_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
-    images_dir: str = "imagesTr"
-    labels_dir: str = "labelsTr"
+    layout: Layout = field(default_factory=Layout)
+    #: label values the source uses for structures orgseg does not train (not reported
+    #: as unexpected when found)
+    unused_labels: tuple[int, ...] = ()
+    #: organs this source labels in some cases only (CT-ORG's brain): a case where the
+    #: organ's mask is empty does not count as labelling it
+    partial_organs: tuple[str, ...] = ()
+    #: the release's own test split: a list of case ids (one per line), or a
+    #: TotalSegmentator-style ``meta.csv`` (``;``-separated, columns image_id and split)
     official_test_list: str | None = None
 
     @property
@@ -73,6 +85,7 @@ def validate_source(source: Source) -> Source:
         ("files", source.files),
         ("roi_names", source.roi_names),
         ("notes", source.notes),
+        ("partial_organs", dict.fromkeys(source.partial_organs)),
     ):
         unknown = sorted(set(mapping) - set(ORGANS))
         if unknown:
@@ -91,6 +104,13 @@ def validate_source(source: Source) -> Source:
     for organ, names in source.roi_names.items():
         if not names:
             raise ConfigError(f"{where}: roi_names.{organ} is empty; list the ROI names")
+    if (source.format == "rtstruct") != (source.layout.kind == "dicom"):
+        raise ConfigError(
+            f"{where}: format {source.format!r} needs layout.kind "
+            f"{'dicom' if source.format == 'rtstruct' else 'files'!r}, got "
+            f"{source.layout.kind!r}"
+        )
+    validate_layout(source.layout, where)
     return source
 
 
@@ -139,8 +159,13 @@ def source_to_dict(source: Source) -> dict[str, Any]:
         out["roi_names"] = {k: list(v) for k, v in source.roi_names.items()}
     if source.notes:
         out["notes"] = dict(source.notes)
-    out["images_dir"] = source.images_dir
-    out["labels_dir"] = source.labels_dir
+    out["layout"] = {
+        f.name: getattr(source.layout, f.name) for f in dataclasses.fields(source.layout)
+    }
+    if source.unused_labels:
+        out["unused_labels"] = list(source.unused_labels)
+    if source.partial_organs:
+        out["partial_organs"] = list(source.partial_organs)
     if source.official_test_list:
         out["official_test_list"] = source.official_test_list
     return out
@@ -187,6 +212,10 @@ def parse_registry(data: Any, *, where: str = "registry") -> SourceRegistry:
                 o: _expand_ranges(v, f"{where}: source {name!r} labels.{o}")
                 for o, v in entry["labels"].items()
             }
+        if "unused_labels" in entry:
+            entry["unused_labels"] = _expand_ranges(
+                _as_list(entry["unused_labels"]), f"{where}: source {name!r} unused_labels"
+            )
         source = load_dataclass(Source, {"name": name, **entry}, where=f"{where}: source {name!r}")
         sources[name] = validate_source(source)
     return SourceRegistry(sources)

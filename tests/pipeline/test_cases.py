@@ -73,7 +73,7 @@ def test_case_records_hash_crop_and_masks(phantom_data, tmp_path):
     assert case.size_group in ("adult", "paediatric")
 
 
-def test_duplicate_case_ids_across_sources_are_refused(phantom_data, tmp_path):
+def test_duplicate_case_ids_across_sources_are_excluded_not_fatal(phantom_data, tmp_path):
     import shutil
 
     data = tmp_path / "data"
@@ -84,5 +84,11 @@ def test_duplicate_case_ids_across_sources_are_refused(phantom_data, tmp_path):
         data / "phantom_src2" / "labelsTr" / "phantom_src2_000.nii.gz",
         data / "phantom_src3" / "labelsTr" / "phantom_src2_000.nii.gz",
     )
-    with pytest.raises(DataContractError, match="appears in sources"):
-        build_manifest(config_for(data, tmp_path / "run"))
+    m = build_manifest(config_for(data, tmp_path / "run"))
+    assert len(m.cases) == 12  # the first one kept, the second excluded
+    assert m.case("phantom_src2_000").source == "phantom_src2"
+    (dup,) = m.excluded
+    assert (dup.case_id, dup.source) == ("phantom_src2_000", "phantom_src3")
+    assert "also a case of source 'phantom_src2'" in dup.reason
+    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert on_disk["excluded"][0]["reason"] == dup.reason

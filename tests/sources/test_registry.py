@@ -31,11 +31,26 @@ def test_builtin_registry_entries():
     assert "femur" in ts.notes["femoral_heads"]
     assert reg["ct_org"].labels["whole_bones"] == (5,)
     assert reg["kits19"].labels["kidneys"] == (1, 2)
-    assert reg["verse"].labels["vertebrae"] == tuple(range(1, 29))
+    # VerSe: 1-25 C1..L6, 28 T13; 26 (sacrum) and 27 (coccyx) are not annotated there
+    assert reg["verse"].labels["vertebrae"] == (*range(1, 26), 28)
+    assert reg["verse"].unused_labels == (26, 27)
     assert reg["abdomenatlas"].format == "per_organ_files"
     assert reg["paediatric"].format == "rtstruct"
     with pytest.raises(ConfigError, match="registered sources"):
         reg["nope"]
+
+
+def test_totalsegmentator_files_are_the_release_names_of_its_ids():
+    """The per-structure file names of the v2.0.1 release and the `total` ids describe the
+    same classes (training reads the files, evaluation of multi-label outputs the ids)."""
+    from orgseg.sources.totalseg import TOTAL_CLASSES
+
+    ts = builtin_registry()["totalsegmentator"]
+    assert ts.format == "per_organ_files" and set(ts.files) == set(ts.labels)
+    for organ, ids in ts.labels.items():
+        assert sorted(ts.files[organ]) == sorted(f"{TOTAL_CLASSES[i]}.nii.gz" for i in ids)
+    assert "kidney_cyst_left.nii.gz" in ts.files["kidneys"]
+    assert len(ts.files["lungs"]) == 5 and len(ts.files["ribs"]) == 24
 
 
 def test_totalsegmentator_mapping_on_real_labels(real_seg_path):
