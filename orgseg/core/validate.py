@@ -10,8 +10,10 @@ from orgseg.errors import DataContractError
 AIR_HU = -500.0
 #: denser than fat and lung: what a patient is made of
 TISSUE_HU = -300.0
-#: less tissue than this is no patient (a neonate's body is well over 1,000 ml)
+#: less tissue than this is no patient (a neonate's body is well over 1,000 ml) ...
 MIN_TISSUE_ML = 50.0
+#: ... or, in a field of view under 5 litres (a crop, a test volume), this share of it
+MIN_TISSUE_FRACTION = 0.01
 
 
 def check_geometry(volume: Volume, *, name: str = "image") -> None:
@@ -65,21 +67,22 @@ def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -
 def check_has_patient(volume: Volume, *, name: str = "image") -> None:
     """Raise :class:`DataContractError` when a scan holds no patient.
 
-    A scan with less than ``MIN_TISSUE_ML`` of voxels above ``TISSUE_HU`` (air, an empty
-    field of view, a scout of nothing) has nothing to segment: networks asked anyway
-    invent organs in the noise.
+    A scan with less than ``MIN_TISSUE_ML`` of voxels above ``TISSUE_HU`` (or
+    ``MIN_TISSUE_FRACTION`` of a small field of view) has nothing to segment (air, an
+    empty field of view): networks asked anyway invent organs in the noise.
 
     >>> import numpy as np
-    >>> check_has_patient(Volume(np.full((4, 4, 4), -1000, np.int16)))
+    >>> check_has_patient(Volume(np.full((10, 100, 100), -1000, np.int16)))
     Traceback (most recent call last):
     ...
     orgseg.errors.DataContractError: image: no patient found: 0.0 ml of the scan is denser \
-than -300 HU (expected at least 50 ml of tissue); the scan is empty air or not a CT of a patient
+than -300 HU (expected at least 1.0 ml of tissue); the scan is empty air or not a CT of a patient
     """
     tissue_ml = float(np.count_nonzero(volume.array > TISSUE_HU)) * volume.voxel_volume_ml
-    if tissue_ml < MIN_TISSUE_ML:
+    needed_ml = min(MIN_TISSUE_ML, MIN_TISSUE_FRACTION * volume.array.size * volume.voxel_volume_ml)
+    if tissue_ml < needed_ml or tissue_ml == 0:
         raise DataContractError(
             f"{name}: no patient found: {tissue_ml:.1f} ml of the scan is denser than "
-            f"{TISSUE_HU:.0f} HU (expected at least {MIN_TISSUE_ML:.0f} ml of tissue); "
+            f"{TISSUE_HU:.0f} HU (expected at least {needed_ml:.1f} ml of tissue); "
             "the scan is empty air or not a CT of a patient"
         )

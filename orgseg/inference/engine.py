@@ -36,7 +36,7 @@ from orgseg.core.chunks import Chunk, SlabBlender, grid_edges, plan_chunks, snap
 from orgseg.core.crop import bounding_box
 from orgseg.core.tiles import row_boxes
 from orgseg.core.volume import Volume
-from orgseg.errors import ConfigError
+from orgseg.errors import ConfigError, DataContractError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,11 @@ def segment_volume(
         bits = body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)
         assert isinstance(bits, PackedMask)
         if not bits.any():
-            log.warning("no body found in the scan: segmenting the whole field of view")
-            bits = None
+            raise DataContractError(
+                "no patient found: the body contour of the scan is empty, so there is "
+                "nothing to segment (an empty field of view, or not a CT of a patient); "
+                "use --no-body-crop to segment the whole field of view anyway"
+            )
     if (
         options.mode == "stream"
         and options.chunk_mm is not None
