@@ -1,0 +1,146 @@
+"""The `cases` stage on replicas of every public release layout (tests/sources/replicas.py):
+each dataset ingests from its own folder and file names with only a folder named in the
+config, every manual mask lands on its organ's voxels, broken cases are excluded with
+their reason, and the run goes on."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orgseg.config import RunConfig
+from orgseg.io import read_volume
+from orgseg.pipeline.cases import build_manifest, load_manual_masks
+from orgseg.pipeline.layout import RunLayout
+from orgseg.sources.registry import builtin_registry
+from tests.sources import replicas
+
+#: registry name -> builder
+RELEASES = {
+    "totalsegmentator": replicas.totalsegmentator,
+    "lits": replicas.lits,
+    "kits19": replicas.kits19,
+    "ct_org": replicas.ct_org,
+    "msd_task03_liver": lambda root, reg: replicas.msd(
+        root, reg, "Task03_Liver", "msd_task03_liver", [1, 2]
+    ),
+    "msd_task07_pancreas": lambda root, reg: replicas.msd(
+        root, reg, "Task07_Pancreas", "msd_task07_pancreas", [1, 2, 1]
+    ),
+    "msd_task09_spleen": lambda root, reg: replicas.msd(
+        root, reg, "Task09_Spleen", "msd_task09_spleen", [1]
+    ),
+    "verse": replicas.verse,
+    "abdomenatlas": replicas.abdomenatlas,
+    "paediatric": replicas.pediatric_ct_seg,
+    "abdomenct_1k": replicas.abdomenct_1k,
+    "amos22": replicas.amos22,
+}
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("public")
+    registry = builtin_registry()
+    return root, {name: build(root, registry) for name, build in RELEASES.items()}
+
+
+def _config(root, run, reps, **kw) -> RunConfig:
+    return RunConfig(
+        run_root=str(run),
+        data_root=str(root),
+        sources={name: rep.folder.name for name, rep in reps.items()},
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def ingested(releases, tmp_path_factory):
+    root, reps = releases
+    config = _config(root, tmp_path_factory.mktemp("run"), reps)
+    return config, build_manifest(config), reps
+
+
+def test_every_release_ingests_from_its_own_layout(ingested):
+    config, manifest, reps = ingested
+    by_source = Counter(c.source for c in manifest.cases)
+    for name, rep in reps.items():
+        assert by_source[name] == len(rep.expected), name
+    ids = {c.case_id for c in manifest.cases}
+    expected_ids = {cid for rep in reps.values() for cid in rep.expected}
+    assert ids == expected_ids
+    # hidden AppleDouble files, unlabelled test images and MRI ids are not cases
+    assert not any(i.startswith("._") for i in ids)
+    assert "case_00210" not in ids and "amos_0507" not in ids and "amos_0002" not in ids
+    assert "liver_9" not in ids
+
+
+def test_each_manual_mask_lands_on_its_organs_voxels(ingested):
+    config, manifest, reps = ingested
+    layout = RunLayout.of(config)
+    checked = 0
+    for rep in reps.values():
+        for case_id, expected in rep.expected.items():
+            record = manifest.case(case_id)
+            ct = np.asarray(read_volume(layout.cropped_ct(case_id)).array)
+            masks = load_manual_masks(layout, case_id)
+            assert set(record.manual_organs) == set(expected), case_id
+            for organ, hu in expected.items():
+                got = Counter(ct[masks[organ]].tolist())
+                assert got == hu, (case_id, organ, got, hu)
+                checked += 1
+    assert checked > 60
+
+
+def test_broken_cases_are_excluded_with_their_reason(ingested):
+    config, manifest, reps = ingested
+    excluded = {e.case_id: e for e in manifest.excluded}
+    broken = {cid: word for rep in reps.values() for cid, word in rep.broken.items()}
+    assert set(excluded) == set(broken)
+    for case_id, word in broken.items():
+        assert word in excluded[case_id].reason, excluded[case_id]
+    on_disk = json.loads(Path(RunLayout.of(config).manifest()).read_text())
+    assert {e["case_id"] for e in on_disk["excluded"]} == set(broken)
+    assert all(set(e) == {"case_id", "source", "image_url", "reason"} for e in on_disk["excluded"])
+
+
+def test_totalsegmentator_official_split_and_seeded_splits(ingested):
+    config, manifest, reps = ingested
+    ts = reps["totalsegmentator"]
+    ts_ids = {c.case_id for c in manifest.cases if c.source == "totalsegmentator"}
+    assert set(manifest.test) & ts_ids == ts.official_test
+    assert "s0042" in manifest.train  # meta.csv's 'val' is cross-validation data
+    assert set(manifest.test) | set(manifest.train) == {c.case_id for c in manifest.cases}
+
+
+def test_records_keep_provenance(ingested):
+    config, manifest, reps = ingested
+    ped = manifest.case("Pediatric-CT-SEG-00DAFF3B")
+    assert ped.series_uid and ped.image_url.endswith("2.000000-CT-0")
+    assert ped.label_url.endswith("1-1.dcm") and len(ped.label_sha256) == 64
+    assert "Tumor" in ped.unmapped_labels
+    amos = manifest.case("amos_0001")
+    assert amos.unmapped_labels == ()  # 9 (vena cava) is a known, unused label
+    lits = manifest.case("lits_28")
+    assert lits.label_url.endswith("Training Batch 2/segmentation-28.nii")
+
+
+def test_config_exclusions_from_a_list_or_a_file(releases, tmp_path):
+    root, reps = releases
+    subset = {k: reps[k] for k in ("lits", "msd_task09_spleen")}
+    config = _config(root, tmp_path / "run", subset, exclude=("lits_0",))
+    m = build_manifest(config)
+    assert "lits_0" not in {c.case_id for c in m.cases}
+    (ex,) = [e for e in m.excluded if e.case_id == "lits_0"]
+    assert "excluded by the config" in ex.reason
+    # the same run with a file of exclusions (reasons after '#'): the manifest is rebuilt
+    listing = tmp_path / "exclude.txt"
+    listing.write_text("spleen_3  # motion artefact on visual review\nlits_28\n")
+    m2 = build_manifest(_config(root, tmp_path / "run", subset, exclude=str(listing)))
+    reasons = {e.case_id: e.reason for e in m2.excluded}
+    assert "motion artefact on visual review" in reasons["spleen_3"]
+    assert "lits_28" in reasons and "lits_0" in {c.case_id for c in m2.cases}
