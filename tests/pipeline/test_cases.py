@@ -10,7 +10,6 @@ import pytest
 from orgseg.config import RunConfig
 from orgseg.core.crop import crop
 from orgseg.core.orientation import to_canonical
-from orgseg.errors import DataContractError
 from orgseg.io import load_ct, read_volume
 from orgseg.pipeline.cases import build_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
