@@ -62,14 +62,45 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminal_progress(label: str):  # noqa: ANN202
+    """A one-line progress report on a terminal (nothing when stderr is not one)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int, item: str) -> None:
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r{label}: {done}/{total} {item[:40]:<40}{end}")
+        sys.stderr.flush()
+
+    return report
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     from orgseg.sources.registry import registry_with
 
+    if args.action == "scan":
+        return _sources_scan(args)
     registry = registry_with(*([args.registry] if args.registry else []))
     for name in registry.names():
         source = registry[name]
         sys.stdout.write(f"{name:22s} {source.format:16s} {', '.join(source.organs)}\n")
     return 0
+
+
+def _sources_scan(args: argparse.Namespace) -> int:
+    from orgseg.pipeline.cases import resolve_registry
+    from orgseg.pipeline.scan import scan_sources, summary_text, write_scan
+
+    if not args.config or not args.output:
+        raise argparse.ArgumentTypeError("orgseg sources scan needs -c CONFIG and -o DIR")
+    config = _load_config(args.config)
+    result = scan_sources(config, full=args.full, progress=_terminal_progress("scan"))
+    urls = write_scan(result, args.output, resolve_registry(config))
+    sys.stdout.write(summary_text(result) + "\n")
+    sys.stdout.write(
+        f"wrote {', '.join(sorted(u.rsplit('/', 1)[-1] for u in urls.values()))} to {args.output}\n"
+    )
+    return 1 if any(r.status == "excluded" for r in result.rows) else 0
 
 
 def _load_config(path: str):  # noqa: ANN202
@@ -394,8 +425,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
-    p = sub.add_parser("sources", help="list the source registry (built-in + your YAML)")
-    p.add_argument("--registry", help="extra registry YAML to validate and add")
+    p = sub.add_parser(
+        "sources",
+        help="list the source registry, or audit a run config's data (sources scan)",
+        description="orgseg sources: list the registry (built-in + your YAML). "
+        "orgseg sources scan -c CONFIG -o DIR [--full]: every case of every source the "
+        "config names, per source x organ counts (CSV, Markdown, heatmap), label values "
+        "found vs mapped, and every problem with its reason; headers only unless --full. "
+        "Exit status 1 when a case would be excluded.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "scan"], default="list")
+    p.add_argument("--registry", help="extra registry YAML to validate and add (list)")
+    p.add_argument("-c", "--config", help="run config (scan)")
+    p.add_argument("-o", "--output", help="folder or URL for the audit files (scan)")
+    p.add_argument(
+        "--full", action="store_true", help="read every volume (label values, empty masks)"
+    )
     p.set_defaults(func=cmd_sources)
     return parser
 

@@ -57,3 +57,35 @@ def phantom_model_dir(tmp_path_factory) -> Path:
             training=dataclasses.replace(PhantomModelConfig().training, epochs=8),
         ),
     )
+
+
+@pytest.fixture(scope="session")
+def public_releases(tmp_path_factory):
+    """Replicas of every public release layout the registry knows (tests/sources/replicas.py):
+    (data root, {registry name: Replica})."""
+    from orgseg.sources.registry import builtin_registry
+    from tests.sources import replicas
+
+    builders = {
+        "totalsegmentator": replicas.totalsegmentator,
+        "lits": replicas.lits,
+        "kits19": replicas.kits19,
+        "ct_org": replicas.ct_org,
+        "msd_task03_liver": lambda r, g: replicas.msd(
+            r, g, "Task03_Liver", "msd_task03_liver", [1, 2]
+        ),
+        "msd_task07_pancreas": lambda r, g: replicas.msd(
+            r, g, "Task07_Pancreas", "msd_task07_pancreas", [1, 2, 1]
+        ),
+        "msd_task09_spleen": lambda r, g: replicas.msd(
+            r, g, "Task09_Spleen", "msd_task09_spleen", [1]
+        ),
+        "verse": replicas.verse,
+        "abdomenatlas": replicas.abdomenatlas,
+        "paediatric": replicas.pediatric_ct_seg,
+        "abdomenct_1k": replicas.abdomenct_1k,
+        "amos22": replicas.amos22,
+    }
+    root = tmp_path_factory.mktemp("public")
+    registry = builtin_registry()
+    return root, {name: build(root, registry) for name, build in builders.items()}

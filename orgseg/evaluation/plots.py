@@ -90,3 +90,38 @@ def paired_scatter(rows: Sequence[CaseMetrics], model_a: str, model_b: str) -> b
     if organs:
         ax.legend(fontsize="x-small", loc="lower right")
     return _png(fig)
+
+
+def counts_heatmap(
+    rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[int]], *, title: str
+) -> bytes:
+    """Case counts as a heatmap (sources down, organs across, each cell annotated), like
+    the paper's Fig. 1."""
+    import numpy as np
+
+    plt = _pyplot()
+    data = np.asarray(counts, float).reshape(len(rows), len(columns))
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 0.45 * len(columns) + 2.5), max(2.0, 0.4 * len(rows) + 1.5))
+    )
+    shown = np.where(data > 0, data, np.nan)
+    image = ax.imshow(shown, cmap="viridis", aspect="auto")
+    ax.set_xticks(
+        range(len(columns)),
+        labels=[c.replace("_", " ") for c in columns],
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_yticks(range(len(rows)), labels=list(rows), fontsize=8)
+    top = np.nanmax(shown) if np.isfinite(shown).any() else 1.0
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if data[i, j] > 0:
+                colour = "black" if data[i, j] > 0.6 * top else "white"
+                ax.text(
+                    j, i, f"{int(data[i, j])}", ha="center", va="center", fontsize=7, color=colour
+                )
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="cases")
+    return _png(fig)

@@ -232,11 +232,12 @@ def _official_test(source: Source, folder: str, case_ids: list[str]) -> list[str
     return sorted(set(ids) & set(case_ids))
 
 
-def _label_urls(source: Source, case: CaseFiles) -> list[str]:
+def label_files(source: Source, case: CaseFiles) -> list[str]:
+    """The label files a case's manual masks are read from."""
     if source.format == "per_organ_files":
         names = sorted({n for names in case.organ_labels.values() for n in names})
         return [join_url(case.label_url, n) for n in names]
-    return [case.label_url]
+    return [case.label_url] if case.label_url else []
 
 
 def prepare_case(
@@ -286,7 +287,7 @@ def prepare_case(
         image_url=case.image_url,
         label_url=case.label_url,
         image_sha256=_sha256_of(image_files),
-        label_sha256=_sha256_of(_label_urls(source, case)),
+        label_sha256=_sha256_of(label_files(source, case)),
         manual_organs=tuple(organs),
         size_group=size.group,
         median_effective_diameter_mm=round(size.median_effective_diameter_mm, 1),
@@ -299,7 +300,7 @@ def prepare_case(
     return record
 
 
-def _triage(
+def triage(
     found: list[CaseFiles], excluded_ids: Mapping[str, str]
 ) -> tuple[list[CaseFiles], list[Exclusion], int]:
     """Usable cases, exclusions (config, duplicate ids, discovery problems), unlabelled count."""
@@ -363,7 +364,7 @@ def build_manifest(
             return manifest
     registry = resolve_registry(config)
     folders, found = discover_cases(config, registry)
-    usable, excluded, unlabelled = _triage(found, excluded_ids)
+    usable, excluded, unlabelled = triage(found, excluded_ids)
     unmatched = sorted(set(excluded_ids) - {c.case_id for c in found})
     if unmatched:
         log.warning("cases: exclude lists ids that no source has: %s", unmatched[:20])

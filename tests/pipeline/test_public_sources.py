@@ -16,37 +16,11 @@ from orgseg.config import RunConfig
 from orgseg.io import read_volume
 from orgseg.pipeline.cases import build_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
-from orgseg.sources.registry import builtin_registry
-from tests.sources import replicas
-
-#: registry name -> builder
-RELEASES = {
-    "totalsegmentator": replicas.totalsegmentator,
-    "lits": replicas.lits,
-    "kits19": replicas.kits19,
-    "ct_org": replicas.ct_org,
-    "msd_task03_liver": lambda root, reg: replicas.msd(
-        root, reg, "Task03_Liver", "msd_task03_liver", [1, 2]
-    ),
-    "msd_task07_pancreas": lambda root, reg: replicas.msd(
-        root, reg, "Task07_Pancreas", "msd_task07_pancreas", [1, 2, 1]
-    ),
-    "msd_task09_spleen": lambda root, reg: replicas.msd(
-        root, reg, "Task09_Spleen", "msd_task09_spleen", [1]
-    ),
-    "verse": replicas.verse,
-    "abdomenatlas": replicas.abdomenatlas,
-    "paediatric": replicas.pediatric_ct_seg,
-    "abdomenct_1k": replicas.abdomenct_1k,
-    "amos22": replicas.amos22,
-}
 
 
 @pytest.fixture(scope="module")
-def releases(tmp_path_factory):
-    root = tmp_path_factory.mktemp("public")
-    registry = builtin_registry()
-    return root, {name: build(root, registry) for name, build in RELEASES.items()}
+def releases(public_releases):
+    return public_releases
 
 
 def _config(root, run, reps, **kw) -> RunConfig:
@@ -123,6 +97,7 @@ def test_records_keep_provenance(ingested):
     assert ped.series_uid and ped.image_url.endswith("2.000000-CT-0")
     assert ped.label_url.endswith("1-1.dcm") and len(ped.label_sha256) == 64
     assert "Tumor" in ped.unmapped_labels
+    assert manifest.case("ctorg_140").unmapped_labels == (7,)
     amos = manifest.case("amos_0001")
     assert amos.unmapped_labels == ()  # 9 (vena cava) is a known, unused label
     lits = manifest.case("lits_28")

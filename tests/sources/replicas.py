@@ -293,7 +293,8 @@ def ct_org(root: Path, registry) -> Replica:
     src = registry["ct_org"]
     rep = Replica(folder=root / "CT-ORG")
     d = rep.folder / "OrganSegmentations"
-    for n, tags in ((0, [1, 2, 3, 4, 5]), (140, [1, 3, 4, 5, 6])):
+    # case 140 also holds a value (7) CT-ORG does not define: reported, not fatal
+    for n, tags in ((0, [1, 2, 3, 4, 5]), (140, [1, 3, 4, 5, 6, 7])):
         parts = parts_for(tags, hu0=400)
         write_pair(
             d / f"volume-{n}.nii.gz", d / f"labels-{n}.nii.gz", parts, label_dtype=np.float32
