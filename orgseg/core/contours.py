@@ -70,12 +70,13 @@ def _fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) ->
 
 
 def _draw_outline(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels the polygon's edges pass through (nearest pixel, sampled finely)."""
+    """Pixels a digital line along each edge visits (one step per pixel along the edge's
+    major axis: a diagonal between two boundary voxel centres adds no corner voxel)."""
     out = np.zeros(shape, bool)
     r0, r1 = rows, np.roll(rows, -1)
     c0, c1 = cols, np.roll(cols, -1)
     for a, b, c, d in zip(r0, r1, c0, c1):
-        n = int(np.ceil(max(abs(b - a), abs(d - c)) * 2)) + 1
+        n = int(np.ceil(max(abs(b - a), abs(d - c)))) + 1
         t = np.linspace(0.0, 1.0, n)
         rr = np.rint(a + t * (b - a)).astype(int)
         cc = np.rint(c + t * (d - c)).astype(int)

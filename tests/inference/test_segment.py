@@ -244,3 +244,24 @@ def test_slab_export_equals_nnunet_export(model, unseen):
     joined = np.concatenate([p for _, p in slabs], axis=1)
     assert joined.shape == whole.shape == (model.n_classes, *ct.shape)
     np.testing.assert_allclose(joined, whole, atol=1e-5)
+
+
+def test_hostile_header_and_air_scan_fail_their_case_only(model_dir, unseen, tmp_path, capsys):
+    import resource
+
+    from tests.io.test_hardening import hostile_nifti
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_volume(Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm), str(inputs / "good.nii.gz"))
+    hostile_nifti(inputs / "liar.nii.gz")
+    air = np.full(unseen.ct_hu.shape, -1000, np.int16)
+    write_volume(Volume(air, spacing_mm=unseen.spacing_mm), str(inputs / "air.nii.gz"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rc = main(["segment", "-i", str(inputs), "-o", str(tmp_path / "o"), "--model", str(model_dir)])
+    printed = capsys.readouterr().out
+    assert rc == 1 and "1 done, 2 failed" in printed
+    assert "FAILED liar:" in printed and "claims a grid" in printed
+    assert "FAILED air:" in printed and "no patient found" in printed
+    assert not (tmp_path / "o" / "air").exists()  # no organs invented in empty air
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 2000

@@ -119,3 +119,33 @@ def test_config_exclusions_from_a_list_or_a_file(releases, tmp_path):
     reasons = {e.case_id: e.reason for e in m2.excluded}
     assert "motion artefact on visual review" in reasons["spleen_3"]
     assert "lits_28" in reasons and "lits_0" in {c.case_id for c in m2.cases}
+
+
+def test_hostile_header_and_air_scan_are_excluded_by_the_cases_stage(tmp_path):
+    """The training reader is the inference reader: both awkward files are exclusions."""
+    import shutil
+
+    from orgseg.core.volume import Volume
+    from orgseg.io import write_volume
+    from orgseg.sources.registry import builtin_registry
+    from tests.io.test_hardening import hostile_nifti
+    from tests.sources import replicas
+
+    rep = replicas.msd(tmp_path, builtin_registry(), "Task09_Spleen", "msd_task09_spleen", [1])
+    images, labels = rep.folder / "imagesTr", rep.folder / "labelsTr"
+    hostile_nifti(images / "spleen_50.nii.gz")
+    shutil.copy(labels / "spleen_0.nii.gz", labels / "spleen_50.nii.gz")
+    air = Volume(np.full(replicas.SHAPE, -1000, np.int16), spacing_mm=replicas.SPACING_MM)
+    write_volume(air, str(images / "spleen_51.nii.gz"))
+    shutil.copy(labels / "spleen_0.nii.gz", labels / "spleen_51.nii.gz")
+    m = build_manifest(
+        RunConfig(
+            run_root=str(tmp_path / "run"),
+            data_root=str(tmp_path),
+            sources={"msd_task09_spleen": "Task09_Spleen"},
+        )
+    )
+    reasons = {e.case_id: e.reason for e in m.excluded}
+    assert "claims a grid" in reasons["spleen_50"]
+    assert "no patient found" in reasons["spleen_51"]
+    assert {c.case_id for c in m.cases} == {"spleen_0", "spleen_3"}

@@ -441,6 +441,18 @@ def _dataset(path: Path, sop_class: str, **attrs):  # noqa: ANN202
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    # the patient/study module a DICOM writer (rt-utils, highdicom) copies from
+    ds.PatientName = "Replica^Patient"
+    ds.PatientBirthDate = "20100101"
+    ds.PatientSex = "O"
+    ds.StudyDate = ds.SeriesDate = "20200101"
+    ds.StudyTime = ds.SeriesTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.Manufacturer = "orgseg tests"
+    ds.SeriesNumber = 2
+    ds.StudyDescription = ds.SeriesDescription = "replica"
     for k, v in attrs.items():
         setattr(ds, k, v)
     del pydicom  # imported for its side effects on FileDataset only
