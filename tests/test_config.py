@@ -17,6 +17,52 @@ def test_jobs_configs_parse():
     assert len(demo.strategy2_organs) >= 4
 
 
+def test_reference_config_names_release_folders():
+    from orgseg.config import source_folders
+
+    ref = load_run_config((ROOT / "jobs" / "reference.yaml").read_text())
+    folders = source_folders(ref)
+    assert folders["totalsegmentator"] == "s3://my-bucket/ct-sources/Totalsegmentator_dataset_v201"
+    assert folders["paediatric"].endswith("/Pediatric-CT-SEG")
+    assert isinstance(ref.exclude, str) and ref.exclude.endswith("excluded.txt")
+
+
+def test_sources_as_a_list_or_a_mapping_and_exclusions_in_three_forms(tmp_path):
+    from orgseg.config import source_folders
+    from orgseg.pipeline.cases import load_exclusions
+
+    listed = load_run_config("run_root: r\ndata_root: /data\nsources: [lits, kits19]\n")
+    assert source_folders(listed) == {"lits": "/data/lits", "kits19": "/data/kits19"}
+    mapped = load_run_config(
+        "run_root: r\ndata_root: /data\nsources:\n  lits: LiTS/\n  verse: s3://b/VerSe\n"
+        "exclude: [a, b]\n"
+    )
+    assert source_folders(mapped) == {"lits": "/data/LiTS", "verse": "s3://b/VerSe"}
+    assert load_exclusions(mapped) == {"a": "excluded in the config", "b": "excluded in the config"}
+    with_reasons = load_run_config("run_root: r\ndata_root: d\nexclude: {s0001: 'metal'}\n")
+    assert load_exclusions(with_reasons) == {"s0001": "metal"}
+    listing = tmp_path / "ex.txt"
+    listing.write_text("# reviewed 2026-11\ns0002 # cut off at the liver dome\n\ns0003\n")
+    from_file = load_run_config(f"run_root: r\ndata_root: d\nexclude: {listing}\n")
+    assert load_exclusions(from_file) == {
+        "s0002": "cut off at the liver dome",
+        "s0003": f"listed in {listing}",
+    }
+    missing = load_run_config("run_root: r\ndata_root: d\nexclude: /nope.txt\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_exclusions(missing)
+
+
+def test_an_unknown_source_name_lists_the_registered_ones(tmp_path):
+    from orgseg.pipeline.cases import build_manifest
+
+    config = load_run_config(
+        f"run_root: {tmp_path / 'run'}\ndata_root: {tmp_path}\nsources: {{totalseg: TS}}\n"
+    )
+    with pytest.raises(ConfigError, match="registered sources are .*totalsegmentator"):
+        build_manifest(config)
+
+
 def test_defaults_are_the_reference_setup():
     c = load_run_config("run_root: r\ndata_root: d\n")
     assert len(c.strategy1_organs) == 26 and len(c.strategy2_organs) == 19

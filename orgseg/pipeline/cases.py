@@ -260,7 +260,7 @@ def prepare_case(
     ]
     if labels.unmapped:
         log.warning(
-            "%s: label values %s are not in source %s's mapping (ignored)",
+            "%s: labels %s are not in source %s's mapping (ignored)",
             case.case_id,
             list(labels.unmapped),
             source.name,
@@ -338,11 +338,17 @@ def _exclusion(case: CaseFiles, reason: str) -> Exclusion:
     )
 
 
+def _short(reason: str, limit: int = 160) -> str:
+    """The what of a reason (before its '; how to fix'), at most ``limit`` characters."""
+    what = reason.split("; ", 1)[0]
+    return what if len(what) <= limit else what[: limit - 3] + "..."
+
+
 def summary_line(n_cases: int, excluded: list[Exclusion] | tuple[Exclusion, ...]) -> str:
     """``412 cases, 3 excluded: s0011 (reason), ...`` (reasons shortened)."""
     if not excluded:
         return f"{n_cases} cases, 0 excluded"
-    shown = "; ".join(f"{e.case_id} ({e.reason[:120]})" for e in excluded[:5])
+    shown = "; ".join(f"{e.case_id} ({_short(e.reason)})" for e in excluded[:5])
     more = f"; and {len(excluded) - 5} more (see manifest.json)" if len(excluded) > 5 else ""
     return f"{n_cases} cases, {len(excluded)} excluded: {shown}{more}"
 

@@ -149,3 +149,27 @@ def test_hostile_header_and_air_scan_are_excluded_by_the_cases_stage(tmp_path):
     assert "claims a grid" in reasons["spleen_50"]
     assert "no patient found" in reasons["spleen_51"]
     assert {c.case_id for c in m.cases} == {"spleen_0", "spleen_3"}
+
+
+def test_orgseg_run_cases_builds_the_run_layout_with_one_summary_line(releases, tmp_path, caplog):
+    import logging
+
+    from orgseg.cli import main
+
+    root, reps = releases
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"run_root: {tmp_path / 'run'}\ndata_root: {root}\nsources:\n"
+        f"  lits: {reps['lits'].folder.name}\n  paediatric: {reps['paediatric'].folder.name}\n"
+    )
+    with caplog.at_level(logging.INFO, logger="orgseg"):
+        assert main(["run", "cases", "-c", str(cfg)]) == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(manifest) >= {"cases", "train", "test", "excluded"}
+    for case in manifest["cases"]:
+        cid = case["case_id"]
+        for name in (f"{cid}.json", f"{cid}_ct.nii.gz", f"{cid}_manual.npz"):
+            assert (tmp_path / "run" / "cases" / name).exists()
+    (line,) = [r.getMessage() for r in caplog.records if " cases, " in r.getMessage()]
+    assert line.startswith("cases: 4 cases, 2 excluded: ")
+    assert "lits_29 (" in line and "Pediatric-CT-SEG-0BADCAFE (" in line
