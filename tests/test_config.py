@@ -29,7 +29,7 @@ def test_reference_config_names_release_folders():
 
 def test_sources_as_a_list_or_a_mapping_and_exclusions_in_three_forms(tmp_path):
     from orgseg.config import source_folders
-    from orgseg.pipeline.cases import load_exclusions
+    from orgseg.pipeline.exclusions import load_exclusions
 
     listed = load_run_config("run_root: r\ndata_root: /data\nsources: [lits, kits19]\n")
     assert source_folders(listed) == {"lits": "/data/lits", "kits19": "/data/kits19"}

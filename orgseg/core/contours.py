@@ -152,8 +152,6 @@ def rasterize_contours(
         for rows, cols in polygons:
             inside ^= _fill_polygon(rows, cols, plane)
             outline |= _draw_outline(rows, cols, plane)
-        index: list[object] = [slice(None)] * 3
-        index[axis] = sl
-        mask[tuple(index)] |= inside | outline
+        np.moveaxis(mask, axis, 0)[sl] |= inside | outline  # a view: writes into mask
     used = sum(len(p) for p in per_slice.values())
     return mask, RasterReport(contours=used, off_grid=off_grid)

@@ -23,14 +23,9 @@ from orgseg.config import RunConfig
 from orgseg.errors import DataContractError, StorageError
 from orgseg.io import join_url, load_ct, write_bytes
 from orgseg.io.headers import read_header
-from orgseg.pipeline.cases import (
-    discover_cases,
-    label_files,
-    load_exclusions,
-    resolve_registry,
-    triage,
-)
+from orgseg.pipeline.cases import discover_cases, label_files, resolve_registry
 from orgseg.pipeline.discovery import CaseFiles
+from orgseg.pipeline.exclusions import load_exclusions, triage
 from orgseg.pipeline.manual import PAIRING_TOL_MM, read_manual_labels
 from orgseg.sources.registry import Source, SourceRegistry
 
