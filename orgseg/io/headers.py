@@ -18,7 +18,7 @@ import numpy as np
 from orgseg.core.volume import Grid
 from orgseg.errors import DataContractError, StorageError
 from orgseg.io.storage import filesystem, local_copy, split_suffix
-from orgseg.io.volumes import check_claimed_size, nifti_geometry
+from orgseg.io.volumes import check_claimed_size, first_error_line, nifti_geometry
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _itk_header(url: str) -> ImageHeader:
             reader.ReadImageInformation()
         except RuntimeError as exc:
             raise DataContractError(
-                f"{url}: cannot read the image header ({str(exc).strip().splitlines()[-1]}); "
+                f"{url}: cannot read the image header ({first_error_line(exc)}); "
                 "the file is truncated, corrupt or not an image"
             ) from None
         size = os.path.getsize(path)

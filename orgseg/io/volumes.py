@@ -93,7 +93,7 @@ def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
         return reader.Execute()
     except RuntimeError as exc:
         raise DataContractError(
-            f"{url}: cannot read the DICOM series ({_first_line(exc)})"
+            f"{url}: cannot read the DICOM series ({first_error_line(exc)})"
         ) from None
 
 
@@ -111,7 +111,7 @@ def _check_slice_positions(files: Sequence[str], url: str) -> None:
             r.ReadImageInformation()
         except RuntimeError as exc:
             raise DataContractError(
-                f"{url}: unreadable DICOM file {os.path.basename(f)} ({_first_line(exc)})"
+                f"{url}: unreadable DICOM file {os.path.basename(f)} ({first_error_line(exc)})"
             ) from None
         if not r.HasMetaDataKey("0020|0032"):
             return  # no positions to check; the reader will use the slice order
@@ -139,7 +139,7 @@ def _check_slice_positions(files: Sequence[str], url: str) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_error_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return next((t.strip() for t in text if "ERROR" in t or "error" in t), text[-1] if text else "")
 
@@ -167,7 +167,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                 image = sitk.ReadImage(path)
             except RuntimeError as exc:
                 raise DataContractError(
-                    f"{url}: cannot read the image ({_first_line(exc)}); the file is "
+                    f"{url}: cannot read the image ({first_error_line(exc)}); the file is "
                     "truncated, corrupt or not an image: re-download or re-export it"
                 ) from None
     return _from_sitk(image, url)

@@ -77,6 +77,25 @@ class ScanResult:
         return out
 
 
+def _row(source: Source, case: CaseFiles, *, status: str, **fields: object) -> ScanRow:
+    """The scan row of a case: its files from discovery, the verdict from ``fields``."""
+    values: dict[str, object] = {
+        "organs": case.organs,
+        "problem": "",
+        "warnings": case.warnings,
+        **fields,
+    }
+    return ScanRow(
+        source=case.source,
+        case_id=case.case_id,
+        image_url=case.image_url,
+        label_urls=tuple(label_files(source, case)),
+        size_bytes=case.image_bytes + case.label_bytes,
+        status=status,
+        **values,  # type: ignore[arg-type]
+    )
+
+
 def _check_headers(source: Source, case: CaseFiles) -> str:
     """The first problem the headers show ("" when none): claimed sizes, label grids."""
     if source.layout.kind == "dicom":
@@ -95,26 +114,18 @@ def _check_headers(source: Source, case: CaseFiles) -> str:
     return ""
 
 
-def _read_full(config: RunConfig, source: Source, case: CaseFiles) -> ScanRow:
-    urls = tuple(label_files(source, case))
-    base = dict(
-        source=case.source,
-        case_id=case.case_id,
-        image_url=case.image_url,
-        label_urls=urls,
-        size_bytes=case.image_bytes + case.label_bytes,
-        warnings=case.warnings,
-    )
+def _read_full(source: Source, case: CaseFiles) -> ScanRow:
     try:
         _, reorientation = load_ct(case.image_url, series_uid=case.series_uid)
         labels = read_manual_labels(source, case, reorientation, source.organs)
     except (DataContractError, StorageError) as exc:
-        return ScanRow(**base, organs=case.organs, status="excluded", problem=str(exc))
+        return _row(source, case, status="excluded", problem=str(exc))
     nonempty = tuple(o for o, m in labels.masks.items() if m.any())
-    return ScanRow(
-        **base,
-        organs=nonempty,
+    return _row(
+        source,
+        case,
         status="ok",
+        organs=nonempty,
         values_found=labels.values_found,
         unmapped=labels.unmapped,
     )
@@ -132,38 +143,18 @@ def scan_sources(
     for case in found:
         source = registry[case.source]
         key = (case.source, case.case_id, case.image_url)
-        if case.unlabelled or key in excluded_reason:
-            rows.append(
-                ScanRow(
-                    source=case.source,
-                    case_id=case.case_id,
-                    image_url=case.image_url,
-                    label_urls=tuple(label_files(source, case)),
-                    organs=case.organs,
-                    size_bytes=case.image_bytes + case.label_bytes,
-                    status="unlabelled" if case.unlabelled else "excluded",
-                    problem=case.problem if case.unlabelled else excluded_reason[key],
-                    warnings=case.warnings,
-                )
-            )
+        if case.unlabelled:
+            rows.append(_row(source, case, status="unlabelled", problem=case.problem))
+        elif key in excluded_reason:
+            rows.append(_row(source, case, status="excluded", problem=excluded_reason[key]))
     done = 0
 
     def one(case: CaseFiles) -> ScanRow:
         source = registry[case.source]
         if full:
-            return _read_full(config, source, case)
+            return _read_full(source, case)
         problem = _check_headers(source, case)
-        return ScanRow(
-            source=case.source,
-            case_id=case.case_id,
-            image_url=case.image_url,
-            label_urls=tuple(label_files(source, case)),
-            organs=case.organs,
-            size_bytes=case.image_bytes + case.label_bytes,
-            status="excluded" if problem else "ok",
-            problem=problem,
-            warnings=case.warnings,
-        )
+        return _row(source, case, status="excluded" if problem else "ok", problem=problem)
 
     # headers are small requests: many in flight; full reads hold volumes: two at a time
     with ThreadPoolExecutor(max_workers=threads if not full else 2) as pool:
