@@ -47,11 +47,18 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused_before_allocating
     assert grown_mb < 500  # the 16 GB were never asked for
 
 
-def test_a_modest_claim_the_file_cannot_hold_is_truncation(tmp_path):
-    path = tmp_path / "short.nii"
-    hostile_nifti(path, shape=(64, 64, 64), compress=False)  # 512 KB claimed, ~1 KB there
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("short.nii", (64, 64, 64)), ("short.nii.gz", (1024, 1024, 1000))],
+)
+def test_a_claim_below_the_voxel_bound_the_file_cannot_hold_is_truncation(tmp_path, name, shape):
+    # 512 KB claimed by ~1 KB uncompressed; 2 GB claimed by ~0.3 KB of gzip (max ~1000:1)
+    path = tmp_path / name
+    hostile_nifti(path, shape=shape, compress=name.endswith(".gz"))
     with pytest.raises(DataContractError, match="truncated"):
         read_volume(str(path))
+    with pytest.raises(DataContractError, match="truncated"):
+        read_header(str(path))
 
 
 def test_a_huge_grid_in_an_itk_header_is_refused(tmp_path):
