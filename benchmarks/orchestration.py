@@ -39,7 +39,7 @@ class NoOp:
 
 def main() -> None:
     from orgseg.config import StageResources
-    from orgseg.orchestrate import submit_array
+    from orgseg.orchestrate.slurm import submit_array
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--units", type=int, default=20)

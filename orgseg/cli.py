@@ -107,14 +107,15 @@ def _load_config(path: str):  # noqa: ANN202
     from orgseg.config import load_run_config
     from orgseg.io import read_bytes
     from orgseg.io.storage import configure_storage
+    from orgseg.pipeline.jobs import check_config
 
-    config = load_run_config(read_bytes(path).decode(), where=path)
+    config = check_config(load_run_config(read_bytes(path).decode(), where=path))
     configure_storage(config.storage)  # the endpoint for s3:// run roots
     return config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.demo import run_demo
+    from orgseg.orchestrate.demo import run_demo
     from orgseg.pipeline.phantom_set import PhantomSetConfig
 
     config = _load_config(args.config)
@@ -131,9 +132,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.run import run_stage
+    from orgseg.pipeline.jobs import run_job
 
-    run_stage(_load_config(args.config), args.stage)
+    for line in run_job(_load_config(args.config), args.job, args.unit or ()):
+        sys.stdout.write(line + "\n")
     return 0
 
 
@@ -148,35 +150,33 @@ def _with_executor(config, executor: str | None):
 
 
 def cmd_train_all(args: argparse.Namespace) -> int:
-    from orgseg import orchestrate
-    from orgseg.pipeline.run import train_all
-    from orgseg.pipeline.units import pending_jobs
+    from orgseg.orchestrate import plan, runner
 
     config = _with_executor(_load_config(args.config), args.executor)
     if args.dry_run:
-        sys.stdout.write(orchestrate.plan_text(config, pending_jobs(config)) + "\n")
+        sys.stdout.write(plan.plan_text(config, *plan.plan(config)) + "\n")
         return 0
-    wall = train_all(config)
+    wall = runner.train_all(config)
     if config.cluster.executor == "slurm":
-        sub = orchestrate.load_submission(config)
+        sub = runner.load_submission(config)
         for name, tasks in sub.jobs.items():
             ids = sorted({t["task"].split("_")[0] for t in tasks})
             sys.stdout.write(f"{name:<16} {len(tasks):>4} tasks  job {','.join(ids)}\n")
         if not args.wait:
             sys.stdout.write(f"submitted; follow with: orgseg status -c {args.config}\n")
             return 0
-        rows = orchestrate.wait(config, timeout_s=args.wait_timeout)
-        sys.stdout.write(orchestrate.status_text(rows) + "\n")
+        rows = runner.wait(config, timeout_s=args.wait_timeout)
+        sys.stdout.write(runner.status_text(rows) + "\n")
         return 0
     sys.stdout.write(f"train-all finished in {wall:.0f} s\n")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orgseg import orchestrate
+    from orgseg.orchestrate.runner import status, status_text
 
-    rows = orchestrate.status(_load_config(args.config))
-    sys.stdout.write(orchestrate.status_text(rows) + "\n")
+    rows = status(_load_config(args.config))
+    sys.stdout.write(status_text(rows) + "\n")
     return 0 if all(r.done == r.units for r in rows) else 3
 
 
@@ -254,10 +254,11 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         return 0
     bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
     if args.executor == "slurm":
-        from orgseg import orchestrate
+        from orgseg.orchestrate.bulk import bulk_resources, submit_bulk
+        from orgseg.orchestrate.slurm import wait_for_jobs
 
-        resources = orchestrate.bulk_resources(args.profile)
-        jobs = orchestrate.submit_bulk(
+        resources = bulk_resources(args.profile)
+        jobs = submit_bulk(
             args.output,
             model_url=args.model,
             model_options=model_options,
@@ -269,7 +270,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         sys.stdout.write(f"submitted {args.shards} shard task(s) and a finalize job: {jobs}\n")
         if not args.wait:
             return 0
-        orchestrate.wait_for_jobs(jobs, timeout_s=args.wait_timeout)
+        wait_for_jobs(jobs, timeout_s=args.wait_timeout)
     else:
         for shard in range(args.shards):
             bulk.run_shard(
@@ -354,11 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_metrics)
 
-    from orgseg.pipeline.stages import STAGE_NAMES
+    from orgseg.pipeline.jobs import JOB_NAMES
 
-    p = sub.add_parser("run", help="run one stage of a training run")
-    p.add_argument("stage", choices=list(STAGE_NAMES))
+    p = sub.add_parser(
+        "run",
+        help="run one job of a training run (its units, or the named ones) in this process",
+        description="Runs a job's units through the same path as train-all: staging of "
+        "nnU-Net's folders for s3:// run roots, done checks, unit markers.",
+    )
+    p.add_argument("job", choices=list(JOB_NAMES))
     p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
+    p.add_argument(
+        "--unit",
+        action="append",
+        metavar="NAME",
+        help="one unit by name (repeatable), e.g. liver_0 for strategy1-train; default: all",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train-all", help="run every stage in order, skipping what is done")
@@ -370,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="local: in this process; slurm: chained job arrays (default: cluster.executor)",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="print the job plan and GPU-hours estimate"
+        "--dry-run",
+        action="store_true",
+        help="print the job plan: units left, GPU hours (measured or cluster.rates), "
+        "critical-path wall time",
     )
     p.add_argument("--wait", action="store_true", help="slurm: wait until every unit is done")
     p.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="seconds")

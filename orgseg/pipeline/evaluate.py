@@ -216,3 +216,16 @@ def format_dice_table(
             row += f" {cv.get(organ, float('nan')):.3f} |"
         lines.append(row)
     return "\n".join(lines)
+
+
+def write_run_report(config: RunConfig) -> None:
+    """The run's report: the full evaluation under ``<run>/evaluation/`` (report.html),
+    and ``<run>/report.md``: held-out Dice per organ with strategy-1 CV Dice."""
+    results = evaluate_test_cases(config)
+    layout = RunLayout.of(config)
+    cv = json.loads(read_bytes(layout.cv_dice(1)))
+    text = "# orgseg run report\n\nHeld-out test cases, Dice per organ (mean over cases).\n\n"
+    text += format_dice_table(results, cv) + "\n\n"
+    text += "Full report (per source and size group, tests, plots, cross-validation and "
+    text += "chunking tables): evaluation/report.html\n"
+    write_bytes(join_url(layout.root, "report.md"), text.encode())

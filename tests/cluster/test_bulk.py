@@ -126,7 +126,7 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     # first run: one task for everything, killed once it has committed a few cases
     from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
     from orgseg.inference.model import ModelOptions
-    from orgseg.orchestrate import bulk_resources, submit_bulk
+    from orgseg.orchestrate.bulk import bulk_resources, submit_bulk
 
     cases = discover_archive(archive)
     ids = {c.case_id for c in cases}

@@ -11,8 +11,9 @@ import pytest
 from orgseg.cli import main
 from orgseg.config import ClusterConfig, StageResources, load_run_config
 from orgseg.errors import ConfigError
-from orgseg.orchestrate import dependency_of, gpu_hours, plan_text, render_sbatch
-from orgseg.pipeline.units import all_jobs, pending_jobs
+from orgseg.orchestrate.plan import plan
+from orgseg.orchestrate.sbatch import dependency_of, job_resources, render_sbatch
+from orgseg.pipeline.jobs import JOB_NAMES, JOBS, job, marker_url, pending
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -31,9 +32,9 @@ def _config(tmp_path, **cluster):
     )
 
 
-def test_the_dag_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
-    jobs = {j.name: j for j in all_jobs(_config(tmp_path))}
-    assert list(jobs) == [
+def test_the_job_table_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
+    config = _config(tmp_path)
+    assert JOB_NAMES == (
         "cases",
         "strategy1-data",
         "strategy1-train",
@@ -41,12 +42,39 @@ def test_the_dag_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
         "fusion",
         "strategy2-train",
         "evaluate",
-    ]
-    assert jobs["strategy1-train"].units == (("liver", 0), ("liver", 1), ("lungs", 0), ("lungs", 1))
-    assert jobs["strategy2-train"].units == ((0,), (1,))
-    assert jobs["fusion"].after == ("pseudo-labels",)
+    )
+    units = {j.name: j.units(config) for j in JOBS}
+    assert units["strategy1-train"] == (("liver", 0), ("liver", 1), ("lungs", 0), ("lungs", 1))
+    assert units["strategy2-train"] == ((0,), (1,))
+    assert job("fusion").after == ("pseudo-labels",)
+    for j in JOBS[1:]:  # a chain: each job after the one before
+        assert j.after == (JOB_NAMES[JOB_NAMES.index(j.name) - 1],)
     # nothing committed yet: everything is pending, chained as above
-    assert [j.name for j in pending_jobs(_config(tmp_path))] == list(jobs)
+    assert [j.name for j, _ in pending(config)] == list(JOB_NAMES)
+
+
+def test_committed_units_come_from_their_markers_in_one_listing(tmp_path):
+    from orgseg.io import write_bytes
+    from orgseg.pipeline.jobs import committed
+
+    config = _config(tmp_path)
+    for unit in (("liver", 0), ("lungs", 1)):
+        write_bytes(marker_url(config, "strategy1-train", unit), b'{"wall_s": 100.0}')
+    write_bytes(marker_url(config, "cases", ()), b'{"wall_s": 5.0}')
+    done = committed(config)
+    assert set(done["strategy1-train"]) == {"liver_0", "lungs_1"}
+    left = dict((j.name, u) for j, u in pending(config))
+    assert "cases" not in left
+    assert left["strategy1-train"] == (("liver", 1), ("lungs", 0))
+    costs, _ = plan(config)
+    s1 = next(c for c in costs if c.job.name == "strategy1-train")
+    assert s1.unit_s == 100.0 and s1.basis == "median of 2 committed unit(s)"
+
+
+def test_cpu_jobs_never_ask_for_the_profiles_gpus(tmp_path):
+    config = _config(tmp_path, default=StageResources(gpus_per_node=1))
+    assert job_resources(config, job("cases")).gpus_per_node == 0
+    assert job_resources(config, job("strategy1-train")).gpus_per_node == 1
 
 
 def test_sbatch_text_matches_the_golden_file(tmp_path):
@@ -61,10 +89,10 @@ def test_sbatch_text_matches_the_golden_file(tmp_path):
         array_parallelism=16,
         container="apptainer exec --nv /images/orgseg.sif",
     )
-    job = next(j for j in all_jobs(_config(tmp_path)) if j.name == "strategy1-train")
     text = render_sbatch(
-        job,
+        "strategy1-train",
         resources,
+        n_tasks=len(job("strategy1-train").units(_config(tmp_path))),
         folder="/shared/orgseg-jobs/strategy1-train",
         dependency=dependency_of(["101", "99"]),
     )
@@ -82,33 +110,49 @@ def test_sbatch_text_matches_the_golden_file(tmp_path):
     assert "apptainer exec --nv /images/orgseg.sif python3 -u -m submitit.core._submit" in text
 
 
-def test_dry_run_prints_the_plan_and_gpu_hours(tmp_path, capsys):
-    reference = load_run_config((ROOT / "jobs" / "reference.yaml").read_text())
-    jobs = {j.name: j for j in all_jobs(reference)}
-    assert len(jobs["strategy1-train"].units) == 26 * 5
-    assert len(jobs["strategy2-train"].units) == 5
-    # 130 units x 2000 epochs x epoch_seconds
-    expected = 130 * 2000 * reference.cluster.epoch_seconds / 3600
-    assert gpu_hours(reference, jobs["strategy1-train"]) == pytest.approx(expected)
-    text = plan_text(reference, list(jobs.values()))
-    assert "strategy1-train" in text and "array x130" in text and "estimated GPU hours" in text
-
+def test_dry_run_prices_the_reference_run_from_documented_rates(tmp_path, capsys):
     import yaml
 
+    reference = load_run_config((ROOT / "jobs" / "reference.yaml").read_text())
+    assert len(job("strategy1-train").units(reference)) == 26 * 5
     data = yaml.safe_load((ROOT / "jobs" / "reference.yaml").read_text())
     data.update(run_root=str(tmp_path / "run"), data_root=str(tmp_path / "data"))
-    del data["storage"]  # a local run root: what is done is read from it
+    del data["storage"], data["exclude"]  # a local run root: what is done is read from it
+    data["sources"] = ["totalsegmentator"]
+    ts = tmp_path / "data" / "totalsegmentator"
+    for i in range(40):  # cases are counted from the sources before the manifest exists
+        (ts / f"s{i:04d}" / "segmentations").mkdir(parents=True)
+        (ts / f"s{i:04d}" / "ct.nii.gz").write_bytes(b"x")
+        (ts / f"s{i:04d}" / "segmentations" / "liver.nii.gz").write_bytes(b"x")
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(data))
+    config = load_run_config(cfg.read_text())
+    costs, counted_from = plan(config)
+    assert counted_from == "the sources (listing)"
+    by = {c.job.name: c for c in costs}
+    rates = config.cluster.rates
+    assert by["strategy1-train"].gpu_h == pytest.approx(130 * 2000 * rates.epoch_s / 3600)
+    # pseudo-labels: training cases x organs x the documented 20 s, not a constant
+    train = 40 - round(40 * 0.1)
+    expected = train * 26 * rates.pseudo_label_s_per_case_organ / 3600
+    assert by["pseudo-labels"].gpu_h == pytest.approx(expected)
+    assert by["cases"].gpu_h == 0.0 and by["cases"].cpu_h > 0
     assert main(["train-all", "-c", str(cfg), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "array x130" in out and "afterok" not in out  # the plan, nothing submitted
+    assert "cluster.rates.pseudo_label_s_per_case_organ" in out and "critical path" in out
+    assert "afterok" not in out  # the plan, nothing submitted
 
 
 def test_unknown_stage_resources_and_credentials_are_refused(tmp_path):
     text = (ROOT / "jobs" / "ci.yaml").read_text()
+    from orgseg.pipeline.jobs import check_config
+
+    bad = load_run_config(text + "cluster:\n  stages:\n    strategy3-train: {}\n")
     with pytest.raises(ConfigError, match="unknown jobs"):
-        load_run_config(text + "cluster:\n  stages:\n    strategy3-train: {}\n")
+        check_config(bad)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text + "cluster:\n  stages:\n    strategy3-train: {}\n")
+    assert main(["status", "-c", str(cfg)]) == 2  # every command checks it on loading
     with pytest.raises(ConfigError, match="secret_access_key"):
         load_run_config(text + "storage:\n  secret_access_key: abc\n")
 

@@ -18,7 +18,7 @@ from orgseg.cli import main
 from orgseg.config import load_run_config
 from orgseg.io import exists, read_bytes
 from orgseg.io.storage import list_files
-from orgseg.orchestrate import load_submission, status
+from orgseg.orchestrate.runner import load_submission, status
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
 
 from .conftest import SECRET
@@ -121,9 +121,10 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint(finished_run, tmp_
     the requeued run resumes from the checkpoint instead of starting over."""
     import submitit
 
-    from orgseg.orchestrate import UnitTask
+    from orgseg.orchestrate.runner import UnitTask
     from orgseg.pipeline.datasets import strategy1_dataset
-    from orgseg.pipeline.units import nnunet_root
+    from orgseg.pipeline.jobs import marker_url
+    from orgseg.pipeline.staging import nnunet_root
 
     cfg, config, *_ = finished_run
     scratch = tmp_path / "scratch"
@@ -141,6 +142,7 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint(finished_run, tmp_
     for f in list_files(results):  # forget the finished fold 0: it trains again, longer
         if "/fold_0/" in f:
             remove(f)
+    remove(marker_url(longer, "strategy1-train", ("liver", 0)))
     executor = submitit.SlurmExecutor(folder=str(tmp_path / "jobs"), max_num_timeout=3)
     executor.update_parameters(time=30, cpus_per_task=1, mem="3GB", signal_delay_s=30)
     job = executor.submit(UnitTask(longer, "strategy1-train", ("liver", 0)))
@@ -187,6 +189,10 @@ def test_a_pseudo_label_task_killed_mid_shard_then_rerun(finished_run):
     for c, o in todo:  # the shard's work is to be done again
         remove(layout.pseudo_record(c, o))
         remove(layout.pseudo_mask(c, o))
+    from orgseg.pipeline.jobs import job, marker_url
+
+    for unit in job("pseudo-labels").units(config):  # and its unit is no longer committed
+        remove(marker_url(config, "pseudo-labels", unit))
     # with mirroring (8 passes per tile) each case takes long enough to kill the task
     # between two commits
     data = yaml.safe_load(cfg.read_text())

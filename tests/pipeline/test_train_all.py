@@ -16,10 +16,10 @@ import pytest
 
 from orgseg.config import load_run_config
 from orgseg.io import read_volume
+from orgseg.orchestrate.runner import train_all
 from orgseg.pipeline.cases import load_manifest
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
-from orgseg.pipeline.run import train_all
 from orgseg.pipeline.strategy1 import configuration_name, train_strategy1_unit
 
 ROOT = Path(__file__).resolve().parents[2]

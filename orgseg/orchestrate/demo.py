@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from orgseg.config import RunConfig
 from orgseg.io import exists, join_url, read_bytes, write_bytes
+from orgseg.orchestrate.runner import train_all
 from orgseg.pipeline.evaluate import format_dice_table
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
-from orgseg.pipeline.run import train_all
 
 log = logging.getLogger(__name__)
 
