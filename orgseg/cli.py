@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from orgseg import __version__
 from orgseg.errors import OrgsegError
+from orgseg.inference.options import DEFAULTS
 
 log = logging.getLogger("orgseg")
 
@@ -298,10 +299,16 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         "--chunk-mm overlapping by --overlap-mm, blended",
     )
     p.add_argument(
-        "--chunk-mm", type=float, default=150.0, help="blend mode: chunk length (default 150)"
+        "--chunk-mm",
+        type=float,
+        default=DEFAULTS.chunk_mm,
+        help=f"blend mode: chunk length (default {DEFAULTS.chunk_mm:g})",
     )
     p.add_argument(
-        "--overlap-mm", type=float, default=50.0, help="blend mode: chunk overlap (default 50)"
+        "--overlap-mm",
+        type=float,
+        default=DEFAULTS.overlap_mm,
+        help=f"blend mode: chunk overlap (default {DEFAULTS.overlap_mm:g})",
     )
     p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
     p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orgseg.inference.options import DEFAULTS
+
 
 def _named(value: str, default_name: str | None = None) -> tuple[str, str]:
     """``NAME=URL`` or ``URL`` -> (name, url); a bare URL is named by its last part."""
@@ -159,7 +161,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model folder or URL")
     p.add_argument("-i", "--input", required=True, help="CT file or folder of CTs")
     p.add_argument("-o", "--output", required=True, help="output folder or URL")
-    p.add_argument("--chunk-mm", type=float, default=150.0, help="chunk length (default 150)")
+    p.add_argument(
+        "--chunk-mm",
+        type=float,
+        default=DEFAULTS.chunk_mm,
+        help=f"chunk length (default {DEFAULTS.chunk_mm:g})",
+    )
     p.add_argument(
         "--overlaps-mm",
         type=float,

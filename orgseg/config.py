@@ -15,6 +15,7 @@ import yaml
 from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
 from orgseg.configtools import load_dataclass
 from orgseg.errors import ConfigError
+from orgseg.inference.options import EngineOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,16 +132,6 @@ class BodyCropConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InferenceConfig:
-    """The chunked engine's settings for the run's own predictions (see orgseg segment)."""
-
-    #: "stream" (exact, nnU-Net's whole-scan tiling a tile row at a time) or "blend"
-    mode: str = "stream"
-    chunk_mm: float | None = 150.0
-    overlap_mm: float = 50.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PseudoLabelConfig:
     shards: int = 1
 
@@ -181,7 +172,9 @@ class RunConfig:
     strategy1_training: TrainingConfig = field(default_factory=TrainingConfig)
     strategy2_training: TrainingConfig = field(default_factory=TrainingConfig)
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    #: the chunked engine for the run's own predictions (see orgseg segment); body_crop
+    #: and body_margin_mm follow body_crop below
+    inference: EngineOptions = field(default_factory=EngineOptions)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -17,6 +17,7 @@ from orgseg.core.metrics import dice
 from orgseg.core.volume import Volume
 from orgseg.evaluation.tables import Table, mean_sd_text, organ_order
 from orgseg.inference.engine import EngineOptions, ProbabilityModel, segment_volume
+from orgseg.inference.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def chunking_rows(
     cases: Mapping[str, Volume],
     labels: Mapping[str, int],
     *,
-    chunk_mm: float = 150.0,
+    chunk_mm: float = DEFAULTS.chunk_mm,  # type: ignore[assignment]
     overlaps_mm: Sequence[float] = DEFAULT_OVERLAPS_MM,
     body_crop: bool = False,
     body_margin_mm: float = 10.0,
@@ -45,15 +46,15 @@ def chunking_rows(
     settings: list[tuple[str, EngineOptions]] = [
         (
             f"overlap {o:g} mm",
-            EngineOptions(mode="blend", chunk_mm=chunk_mm, overlap_mm=o, **common),  # type: ignore[arg-type]
+            EngineOptions(mode="blend", chunk_mm=chunk_mm, overlap_mm=o, **common),
         )
         for o in overlaps_mm
     ]
     if hasattr(model, "stream_labels"):
-        settings.append((STREAM, EngineOptions(mode="stream", chunk_mm=chunk_mm, **common)))  # type: ignore[arg-type]
+        settings.append((STREAM, EngineOptions(mode="stream", chunk_mm=chunk_mm, **common)))
     rows: list[dict[str, object]] = []
     for case, ct in cases.items():
-        whole = segment_volume(model, ct, EngineOptions(mode="blend", chunk_mm=None, **common))  # type: ignore[arg-type]
+        whole = segment_volume(model, ct, EngineOptions(mode="blend", chunk_mm=None, **common))
         voxel_ml = float(np.prod(ct.spacing_mm)) / 1000.0
         for name, options in settings:
             seg = segment_volume(model, ct, options)
@@ -86,7 +87,7 @@ def chunking_table(rows: Sequence[Mapping[str, object]], *, chunk_mm: float) -> 
     for organ in organs:
         cells = [organ]
         for s in settings:
-            values = [float(r["dice"]) for r in rows if r["organ"] == organ and r["setting"] == s]  # type: ignore[arg-type]
+            values = [float(r["dice"]) for r in rows if r["organ"] == organ and r["setting"] == s]
             if not values:
                 cells.append("-")
                 continue

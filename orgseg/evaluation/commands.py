@@ -25,6 +25,7 @@ from orgseg.evaluation.labelling import ORGSEG, labelling
 from orgseg.evaluation.report import ReportFiles, write_report
 from orgseg.evaluation.scoring import LabelSet, score_sets
 from orgseg.evaluation.tables import Table, check_group_by, html_page, markdown_page, to_csv
+from orgseg.inference.options import DEFAULTS
 from orgseg.io import join_url, write_bytes
 from orgseg.sources.registry import registry_with
 
@@ -112,7 +113,7 @@ def chunking_report(
     input_url: str,
     out_url: str,
     *,
-    chunk_mm: float = 150.0,
+    chunk_mm: float = DEFAULTS.chunk_mm,  # type: ignore[assignment]
     overlaps_mm: Sequence[float] = DEFAULT_OVERLAPS_MM,
     device: str = "cpu",
     max_cases: int | None = None,

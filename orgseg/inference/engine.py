@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -36,7 +36,8 @@ from orgseg.core.chunks import Chunk, SlabBlender, grid_edges, plan_chunks, snap
 from orgseg.core.crop import bounding_box
 from orgseg.core.tiles import row_boxes
 from orgseg.core.volume import Volume
-from orgseg.errors import ConfigError, DataContractError
+from orgseg.errors import DataContractError
+from orgseg.inference.options import DEFAULTS, EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +53,6 @@ class ProbabilityModel(Protocol):
     def predict_slabs(
         self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int
     ) -> Iterator[tuple[int, np.ndarray]]: ...  # (first row, (n_classes, rows, y, x))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineOptions:
-    #: "stream": nnU-Net's whole-scan sliding window a tile row at a time (exact; models
-    #: that cannot be streamed fall back to "blend"); "blend": chunks of chunk_mm
-    #: overlapping by overlap_mm, each through the model's whole path, blended
-    mode: Literal["stream", "blend"] = "stream"
-    #: chunk length along the cranio-caudal axis; None segments the scan in one piece
-    chunk_mm: float | None = 150.0
-    #: overlap between neighbouring chunks (the paper found 50 mm sufficient)
-    overlap_mm: float = 50.0
-    #: crop every chunk to the body contour (plus margin); outside it: background
-    body_crop: bool = True
-    body_margin_mm: float = 10.0
-    #: rows of class probabilities brought back to the scan's grid at a time
-    slab_rows: int = 16
-    #: hold the blended overlap in float16 (half the memory; only near-exact ties between
-    #: two classes can come out differently than in float32)
-    half_precision_blend: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("stream", "blend"):
-            raise ConfigError(f"expected mode 'stream' or 'blend', got {self.mode!r}")
-        if self.chunk_mm is not None and self.chunk_mm <= self.overlap_mm:
-            raise ConfigError(
-                f"chunk length ({self.chunk_mm} mm) must exceed the overlap "
-                f"({self.overlap_mm} mm); use a longer --chunk-mm or a shorter --overlap-mm"
-            )
-        if self.overlap_mm < 0 or self.body_margin_mm < 0:
-            raise ConfigError(
-                f"expected a non-negative overlap and margin, got {self.overlap_mm} mm and "
-                f"{self.body_margin_mm} mm"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +130,7 @@ def _plane_box(
 def segment_volume(
     model: ProbabilityModel,
     ct: Volume,
-    options: EngineOptions = EngineOptions(),
+    options: EngineOptions = DEFAULTS,
     *,
     progress: Progress | None = None,
 ) -> Segmentation:

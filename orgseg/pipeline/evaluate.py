@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -20,8 +21,9 @@ from orgseg.evaluation.inputs import CaseInfo, CaseLabels
 from orgseg.evaluation.report import write_report
 from orgseg.evaluation.scoring import Scores, score_case
 from orgseg.evaluation.tables import Table, to_csv
-from orgseg.inference.engine import EngineOptions, segment_volume
+from orgseg.inference.engine import segment_volume
 from orgseg.inference.model import ModelOptions, SegmentationModel
+from orgseg.inference.options import DEFAULTS
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
 from orgseg.io.storage import local_copy
 from orgseg.nnunet.train import model_folder
@@ -49,10 +51,8 @@ def predict_test_cases(config: RunConfig) -> None:
                     tile_step_size=config.nnunet.tile_step_size,
                 ),
             )
-        engine = EngineOptions(
-            mode=config.inference.mode,  # type: ignore[arg-type]
-            chunk_mm=config.inference.chunk_mm,
-            overlap_mm=config.inference.overlap_mm,
+        engine = dataclasses.replace(
+            config.inference,
             body_crop=config.body_crop.enabled,
             body_margin_mm=config.body_crop.margin_mm,
         )
@@ -175,7 +175,7 @@ def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
     case_ids = list(manifest.test)[: ev.chunking_cases]
     if not case_ids:
         return None
-    chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or 150.0
+    chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or DEFAULTS.chunk_mm
     with local_copy(RunLayout.of(config).model(2)) as model_dir:
         model = SegmentationModel(model_dir, ModelOptions(device=config.nnunet.device))
     records = {c: manifest.case(c) for c in case_ids}
