@@ -89,7 +89,9 @@ class SegmentationModel:
         self, ct: np.ndarray, spacing_mm: Sequence[float], **kwargs
     ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
         """nnU-Net's whole-scan sliding window, a tile row at a time (exact)."""
-        return self.predictor.stream_labels(ct, spacing_mm, **kwargs)
+        from orgseg.nnunet.stream import stream_labels
+
+        return stream_labels(self.predictor.nnunet, ct, spacing_mm, **kwargs)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from orgseg.errors import DataContractError
 from orgseg.nnunet.env import nnunet_output_to_log
+from orgseg.nnunet.export import slab_export_mode
 
 log = logging.getLogger(__name__)
 
@@ -130,32 +131,14 @@ class Predictor:
             logits = p.predict_logits_from_preprocessed_data(pre["data"]).cpu().numpy()
         return np.asarray(logits, dtype=np.float32), pre["data_properties"]
 
-    def _slab_export_mode(self, props: dict) -> str | None:
-        """'linear' / 'nearest' (axis-0 interpolation) when the logits can be brought back
-        slab by slab exactly as nnU-Net's export does; None when its own export must run."""
-        from nnunetv2.preprocessing.resampling.default_resampling import (
-            determine_do_sep_z_and_axis,
-        )
+    @property
+    def nnunet(self):  # noqa: ANN201 - nnU-Net's own loaded predictor
+        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds: the one value the
+        streamed sliding window (:mod:`orgseg.nnunet.stream`) works on."""
+        return self._predictor
 
-        p = self._predictor
-        cm = p.configuration_manager
-        kwargs = dict(cm.configuration.get("resampling_fn_probabilities_kwargs", {}))
-        if (
-            list(p.plans_manager.transpose_forward) != [0, 1, 2]
-            or p.label_manager.has_regions
-            or cm.configuration.get("resampling_fn_probabilities")
-            != "resample_data_or_seg_to_shape"
-            or kwargs.get("order", 3) != 1
-        ):
-            return None
-        separate, axis = determine_do_sep_z_and_axis(
-            kwargs.get("force_separate_z"), cm.spacing, props["spacing"]
-        )
-        if not separate:
-            return "linear"
-        if axis == 0 and kwargs.get("order_z", 0) == 0:
-            return "nearest"
-        return None
+    def _slab_export_mode(self, props: dict) -> str | None:
+        return slab_export_mode(self._predictor, props)
 
     def predict_slabs(
         self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int = 16
@@ -194,31 +177,6 @@ class Predictor:
                 scores /= scores.sum(axis=0, keepdims=True)
                 out[:, lo - a : hi - a, y0:y1, x0:x1] = scores
             yield a, out
-
-    def stream_labels(
-        self,
-        ct: np.ndarray,
-        spacing_mm: Sequence[float],
-        *,
-        body_boxes: np.ndarray | None = None,
-        margin_mm: float = 10.0,
-        slab_rows: int = 16,
-        progress=None,
-    ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
-        """nnU-Net's whole-scan prediction streamed a tile row at a time (see
-        :mod:`orgseg.nnunet.stream`); raises ``NotStreamableError`` on first use when the
-        model's preprocessing cannot be streamed."""
-        from orgseg.nnunet.stream import stream_labels
-
-        return stream_labels(
-            self,
-            ct,
-            spacing_mm,
-            body_boxes=body_boxes,
-            margin_mm=margin_mm,
-            slab_rows=slab_rows,
-            progress=progress,
-        )
 
     def _export_whole(self, logits: np.ndarray, props: dict) -> np.ndarray:
         import torch

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +41,7 @@ from orgseg.core.tiles import (
     union_box,
     window_steps,
 )
-
-if TYPE_CHECKING:
-    from orgseg.nnunet.predict import Predictor
+from orgseg.nnunet.export import slab_export_mode
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +160,14 @@ class _ModelRows:
         return out.astype(np.float32)
 
 
-def make_plan(
-    predictor: Predictor, shape: Sequence[int], spacing_mm: Sequence[float], bbox
-) -> StreamPlan:
-    """The streaming plan for a scan, or :class:`NotStreamableError` with the reason."""
+def make_plan(p: Any, shape: Sequence[int], spacing_mm: Sequence[float], bbox) -> StreamPlan:
+    """The streaming plan for a scan with nnU-Net predictor ``p``, or
+    :class:`NotStreamableError` with the reason."""
     from nnunetv2.preprocessing.resampling.default_resampling import (
         compute_new_shape,
         determine_do_sep_z_and_axis,
     )
 
-    p = predictor._predictor
     cm = p.configuration_manager
     conf = cm.configuration
     if len(cm.patch_size) != 3:
@@ -187,7 +183,7 @@ def make_plan(
     data_kwargs = dict(conf.get("resampling_fn_data_kwargs", {}))
     if data_kwargs.get("order", 3) != 3 or data_kwargs.get("order_z", 0) != 0:
         raise NotStreamableError(f"data resampling options {data_kwargs}")
-    export_z = predictor._slab_export_mode({"spacing": list(spacing_mm)})
+    export_z = slab_export_mode(p, {"spacing": list(spacing_mm)})
     if export_z is None:
         raise NotStreamableError("the export's resampling cannot be reproduced slab by slab")
     cropped = tuple(int(b - a) for a, b in bbox)
@@ -216,11 +212,10 @@ def make_plan(
     )
 
 
-def _fold_networks(predictor: Predictor) -> list:
+def _fold_networks(p: Any) -> list:
     """One network per fold, weights loaded once (nnU-Net reloads them per scan)."""
     from torch._dynamo import OptimizedModule
 
-    p = predictor._predictor
     base = p.network._orig_mod if isinstance(p.network, OptimizedModule) else p.network
     nets = []
     for params in p.list_of_parameters:
@@ -231,7 +226,7 @@ def _fold_networks(predictor: Predictor) -> list:
 
 
 def stream_labels(
-    predictor: Predictor,
+    p: Any,
     ct: np.ndarray,
     spacing_mm: Sequence[float],
     *,
@@ -240,7 +235,10 @@ def stream_labels(
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
-    """``body_boxes``: per scan row the body's in-plane box (``y0, y1, x0, x1``; empty
+    """nnU-Net's whole-scan sliding window of predictor ``p`` (an ``nnUNetPredictor`` with
+    its folds loaded, :attr:`orgseg.nnunet.predict.Predictor.nnunet`), a tile row at a time.
+
+    ``body_boxes``: per scan row the body's in-plane box (``y0, y1, x0, x1``; empty
     rows all zero, see :func:`orgseg.core.tiles.row_boxes`); None predicts everywhere.
 
     Yield ``(z0, z1, (ys, xs), labels)``: model class indices (uint8) for scan rows
@@ -253,9 +251,8 @@ def stream_labels(
         CTNormalization,
     )
 
-    p = predictor._predictor
     bbox = nonzero_bbox(ct)
-    plan = make_plan(predictor, ct.shape, spacing_mm, bbox)
+    plan = make_plan(p, ct.shape, spacing_mm, bbox)
     (bz0, bz1), (by0, by1), (bx0, bx1) = plan.bbox
     props = p.plans_manager.foreground_intensity_properties_per_channel["0"]
     normalizer = CTNormalization(use_mask_for_norm=False, intensityproperties=props)
@@ -286,7 +283,7 @@ def stream_labels(
             return 0, cy, 0, cx
         return union_box(boxes, rows, margin_px, (cy, cx))
 
-    nets = _fold_networks(predictor)
+    nets = _fold_networks(p)
     device = p.device
     gaussian = compute_gaussian(
         plan.patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=torch.device("cpu")
