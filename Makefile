@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk bench-scale slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
 
 setup: $(STAMP)
 
@@ -47,6 +47,9 @@ train-all: setup
 
 bench-bulk: setup
 	$(BIN)/python benchmarks/bulk.py
+
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py
 
 bench-orchestration: setup slurm-up
 	$(BIN)/python benchmarks/orchestration.py

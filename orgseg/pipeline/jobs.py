@@ -26,16 +26,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orgseg.errors import ConfigError
-from orgseg.io import join_url, write_bytes
+from orgseg.io import write_bytes
 from orgseg.io.storage import configure_storage, filesystem
+from orgseg.pipeline.markers import (
+    UnitKey,
+    committed,
+    marker_url,
+    read_markers,
+    unit_name,
+)
 from orgseg.pipeline.staging import Need, staged
 
 if TYPE_CHECKING:  # the config imports this table (cluster.stages are job names)
     from orgseg.config import CostRates, RunConfig
 
 log = logging.getLogger(__name__)
-
-UnitKey = tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,15 +68,6 @@ class Job:
     #: seconds one unit takes at the cluster profile's documented rates, and the rate used
     estimate: Callable[[RunConfig, RunSize, CostRates], tuple[float, str]]
     needs: Callable[[RunConfig, UnitKey], list[Need]] = lambda config, unit: []
-
-
-def unit_name(unit: UnitKey) -> str:
-    """A unit's name in markers, logs and ``orgseg run --unit``.
-
-    >>> unit_name(("liver", 3)), unit_name(())
-    ('liver_3', 'all')
-    """
-    return "_".join(str(p) for p in unit) or "all"
 
 
 # --- the units and runners of each job -------------------------------------------------
@@ -293,50 +289,13 @@ def job(name: str) -> Job:
     raise ConfigError(f"unknown job {name!r}; jobs are {list(JOB_NAMES)}")
 
 
-# --- what is done: unit markers, one listing --------------------------------------------
-
-
-def units_url(config: RunConfig) -> str:
-    return join_url(config.run_root, "units")
-
-
-def marker_url(config: RunConfig, job_name: str, unit: UnitKey) -> str:
-    return join_url(units_url(config), job_name, f"{unit_name(unit)}.json")
-
-
-def committed(config: RunConfig) -> dict[str, dict[str, str]]:
-    """job -> unit name -> marker URL of every committed unit: one (paginated) listing."""
-    fs, path = filesystem(units_url(config))
-    root = path.rstrip("/")
-    try:
-        found = fs.find(root)
-    except FileNotFoundError:
-        return {}
-    base = units_url(config).rstrip("/")
-    out: dict[str, dict[str, str]] = {}
-    for p in found:
-        rel = str(p)[len(root) :].lstrip("/")
-        if rel.count("/") != 1 or not rel.endswith(".json") or "/." in f"/{rel}":
-            continue
-        job_name, file = rel.split("/")
-        out.setdefault(job_name, {})[file[: -len(".json")]] = f"{base}/{rel}"
-    return out
+# --- what is done: unit markers (orgseg/pipeline/markers.py), one listing --------------
 
 
 def done_units(config: RunConfig, job_name: str, done: Mapping[str, Mapping[str, str]]) -> set[str]:
     """The names of ``job_name``'s units that ``done`` (from :func:`committed`) holds."""
     names = {unit_name(u) for u in job(job_name).units(config)}
     return names & set(done.get(job_name, {}))
-
-
-def read_markers(urls: Sequence[str]) -> list[dict]:
-    """Marker contents, fetched concurrently (one batched call)."""
-    if not urls:
-        return []
-    fs, _ = filesystem(urls[0])
-    paths = [filesystem(u)[1] for u in urls]
-    blobs = fs.cat(paths, on_error="omit")
-    return [json.loads(b) for b in blobs.values()] if isinstance(blobs, dict) else []
 
 
 def measured_unit_s(config: RunConfig, job_name: str, done: Mapping[str, Mapping[str, str]]):
