@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orgseg.errors import DataContractError, StorageError
-from orgseg.io.storage import filesystem, read_bytes
+from orgseg.errors import DataContractError
+from orgseg.io.storage import read_bytes, read_head
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ def _parse(raw: bytes, url: str, *, header_only: bool):  # noqa: ANN202
 
 def dicom_header(url: str) -> dict[str, str]:
     """Modality, SeriesInstanceUID, PatientID and StudyInstanceUID of one DICOM file."""
-    fs, path = filesystem(url)
-    try:
-        with fs.open(path, "rb", block_size=_HEAD_BYTES) as fh:
-            raw = fh.read(_HEAD_BYTES)
-    except FileNotFoundError:
-        raise StorageError(f"{url!r} does not exist") from None
-    ds = _parse(raw, url, header_only=True)
+    ds = _parse(read_head(url, _HEAD_BYTES), url, header_only=True)
     return {t: str(getattr(ds, t, "") or "") for t in _HEADER_TAGS}
 
 

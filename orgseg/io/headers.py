@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from orgseg.core.volume import Grid
-from orgseg.errors import DataContractError, StorageError
-from orgseg.io.storage import filesystem, local_copy, split_suffix
+from orgseg.errors import DataContractError
+from orgseg.io.storage import filesystem, local_copy, read_head, split_suffix
 from orgseg.io.volumes import check_claimed_size, first_error_line, nifti_geometry
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,10 @@ def _nifti_header(raw: bytes, url: str):  # noqa: ANN202
 
 
 def _read_head(url: str, n: int) -> tuple[bytes, int]:
-    """The first ``n`` bytes of a file (ranged read) and its size."""
+    """The first ``n`` bytes of a file and its size."""
+    head = read_head(url, n)
     fs, path = filesystem(url)
-    try:
-        size = int(fs.size(path))
-        with fs.open(path, "rb", block_size=n) as fh:
-            return fh.read(n), size
-    except FileNotFoundError:
-        raise StorageError(f"{url!r} does not exist; check the path or URL") from None
+    return head, int(fs.size(path))
 
 
 def read_header(url: str) -> ImageHeader:

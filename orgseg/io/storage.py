@@ -118,6 +118,16 @@ def read_bytes(url: str) -> bytes:
         raise StorageError(f"{url!r} is a folder, expected a file") from None
 
 
+def read_head(url: str, n: int) -> bytes:
+    """The first ``n`` bytes of a file (one ranged read on object stores)."""
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb", block_size=n) as fh:
+            return fh.read(n)
+    except FileNotFoundError:
+        raise StorageError(f"{url!r} does not exist; check the path or URL") from None
+
+
 def write_bytes(url: str, data: bytes) -> None:
     """Write ``data`` to ``url`` atomically."""
     with atomic_local_path(url) as tmp:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from orgseg.config import RunConfig
 from orgseg.io import exists, read_bytes
 from orgseg.orchestrate.sbatch import job_resources
-from orgseg.pipeline.jobs import JOBS, Job, RunSize, UnitKey, committed, measured_unit_s, unit_name
+from orgseg.pipeline.jobs import Job, RunSize, UnitKey, committed, measured_unit_s, pending
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,7 @@ def plan(config: RunConfig) -> tuple[list[JobCost], str]:
     done = committed(config)
     size, counted_from = run_size(config)
     out = []
-    for j in JOBS:
-        names = set(done.get(j.name, {}))
-        todo = tuple(u for u in j.units(config) if unit_name(u) not in names)
-        if not todo:
-            continue
+    for j, todo in pending(config, done):
         measured, n = measured_unit_s(config, j.name, done)
         if measured is not None:
             unit_s, basis = measured, f"median of {n} committed unit(s)"

@@ -305,9 +305,12 @@ def measured_unit_s(config: RunConfig, job_name: str, done: Mapping[str, Mapping
     return (statistics.median(seconds), len(seconds)) if seconds else (None, 0)
 
 
-def pending(config: RunConfig) -> list[tuple[Job, tuple[UnitKey, ...]]]:
-    """Each job with units left, and those units, in run order (one listing)."""
-    done = committed(config)
+def pending(
+    config: RunConfig, done: Mapping[str, Mapping[str, str]] | None = None
+) -> list[tuple[Job, tuple[UnitKey, ...]]]:
+    """Each job with units left, and those units, in run order (one listing, or the one
+    :func:`committed` already gave)."""
+    done = committed(config) if done is None else done
     out = []
     for j in JOBS:
         names = set(done.get(j.name, {}))
