@@ -79,14 +79,16 @@ def read_manual_labels(
         masks = masks_from_label_map(values, {o: source.labels[o] for o in wanted})
         return ManualLabels(masks=masks, values_found=found, unmapped=unmapped)
     if source.format == "per_organ_files":
-        masks = {}
-        for organ in wanted:
-            acc = None
-            for name in case.organ_labels[organ]:
-                url = join_url(case.label_url, name)
-                part = integral_labels(_read_paired(url, grid), name=url) > 0
-                acc = part if acc is None else acc | part
-            masks[organ] = acc
+        # each file read once, into every organ it is part of (TotalSegmentator's vertebrae
+        # also make up whole_bones)
+        masks: dict[str, np.ndarray] = {}
+        names = dict.fromkeys(n for organ in wanted for n in case.organ_labels[organ])
+        for name in names:
+            url = join_url(case.label_url, name)
+            part = integral_labels(_read_paired(url, grid), name=url) > 0
+            for organ in wanted:
+                if name in case.organ_labels[organ]:
+                    masks[organ] = masks[organ] | part if organ in masks else part
         return ManualLabels(masks=masks)
     return _rtstruct_labels(case, reorientation, grid, wanted)
 
