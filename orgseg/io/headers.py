@@ -18,7 +18,12 @@ import numpy as np
 from orgseg.core.volume import Grid
 from orgseg.errors import DataContractError
 from orgseg.io.storage import filesystem, local_copy, read_head, split_suffix
-from orgseg.io.volumes import check_claimed_size, first_error_line, nifti_geometry
+from orgseg.io.volumes import (
+    check_claimed_size,
+    checked_itk_info,
+    first_error_line,
+    nifti_geometry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +123,8 @@ def _itk_header(url: str) -> ImageHeader:
     import SimpleITK as sitk
 
     with local_copy(url) as path:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
         try:
-            reader.ReadImageInformation()
+            reader = checked_itk_info(path, url)
         except RuntimeError as exc:
             raise DataContractError(
                 f"{url}: cannot read the image header ({first_error_line(exc)}); "
@@ -129,7 +132,6 @@ def _itk_header(url: str) -> ImageHeader:
             ) from None
         size = os.path.getsize(path)
         dims = list(reader.GetSize())
-        check_claimed_size(url, dims=dims, bytes_per_voxel=1, file_bytes=size, compressed=True)
         if len(dims) != 3:
             raise DataContractError(f"{url}: expected a 3D image, the header says {dims}")
         d = np.array(reader.GetDirection(), float).reshape(3, 3)

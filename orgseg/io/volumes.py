@@ -163,7 +163,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
             if suffix.lower() in (".nii", ".nii.gz"):
                 return _read_nifti(path, url)
             try:
-                _check_itk_header(path, url)
+                checked_itk_info(path, url)
                 image = sitk.ReadImage(path)
             except RuntimeError as exc:
                 raise DataContractError(
@@ -173,8 +173,9 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
     return _from_sitk(image, url)
 
 
-def _check_itk_header(path: str, url: str) -> None:
-    """The claimed-size check for formats ITK reads (NRRD, MHA, DICOM files)."""
+def checked_itk_info(path: str, url: str) -> sitk.ImageFileReader:
+    """ITK's header of a local file (NRRD, MHA, DICOM), after the claimed-size check.
+    ITK's RuntimeError for an unreadable header is left to the caller to word."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
@@ -188,6 +189,7 @@ def _check_itk_header(path: str, url: str) -> None:
         file_bytes=os.path.getsize(path) if not detached else 2**62,
         compressed=True,  # NRRD/MHA may be compressed: only the deflate bound is sure
     )
+    return reader
 
 
 def _read_nifti(path: str, url: str) -> Volume:

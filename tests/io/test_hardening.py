@@ -90,3 +90,12 @@ def test_header_grid_equals_the_volumes(tmp_path, real_ct_path):
     volume = read_volume(str(real_ct_path))
     assert header.grid.differences(volume.grid) == []
     assert header.file_bytes == real_ct_path.stat().st_size
+
+
+def test_header_reader_and_reader_agree_on_itk_formats(tmp_path):
+    # an MHA with its voxels inside, and an MHD whose voxels live in another file
+    vol = Volume(np.full((4, 5, 6), 40, np.int16), spacing_mm=(2.0, 1.0, 1.5))
+    for name in ("ct.mha", "ct.mhd"):
+        write_volume(vol, str(tmp_path / name))
+        assert read_header(str(tmp_path / name)).grid.differences(vol.grid) == []
+        assert read_volume(str(tmp_path / name)).grid.differences(vol.grid) == []
