@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from orgseg.errors import DataContractError, OrgsegError
+from orgseg.errors import DataContractError, OrgsegError, StorageError
 from orgseg.inference.batch import discover_inputs, failure_reason, segment_one
 from orgseg.inference.engine import EngineOptions
 from orgseg.inference.outputs import OutputOptions
@@ -64,20 +64,15 @@ class BulkOptions:
 
 
 def _series_of(files: Sequence[str]) -> dict[str, list[str]]:
-    """DICOM files grouped by SeriesInstanceUID (headers only)."""
-    import pydicom
+    """DICOM files grouped by SeriesInstanceUID (headers only, from each file's first block)."""
+    from orgseg.io.dicom_tree import dicom_header
 
     groups: dict[str, list[str]] = {}
     for f in files:
-        fs, path = filesystem(f)
         try:
-            with fs.open(path, "rb") as fh:
-                ds = pydicom.dcmread(
-                    fh, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
-                )
-            uid = str(ds.SeriesInstanceUID)
-        except Exception:  # noqa: BLE001 - not DICOM, or no series: not part of a series
-            continue
+            uid = dicom_header(f)["SeriesInstanceUID"]
+        except (DataContractError, StorageError):
+            continue  # not DICOM: not part of a series
         groups.setdefault(uid, []).append(f)
     return groups
 

@@ -55,7 +55,9 @@ def _parse(raw: bytes, url: str, *, header_only: bool):  # noqa: ANN202
             io.BytesIO(raw),
             stop_before_pixels=header_only,
             specific_tags=list(_HEADER_TAGS) if header_only else None,
-            force=True,
+            # a header read refuses what is not a DICOM Part-10 file (a README in a series
+            # folder is no slice); a structure set is checked by its modality instead
+            force=not header_only,
         )
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataContractError(
@@ -64,8 +66,19 @@ def _parse(raw: bytes, url: str, *, header_only: bool):  # noqa: ANN202
 
 
 def dicom_header(url: str) -> dict[str, str]:
-    """Modality, SeriesInstanceUID, PatientID and StudyInstanceUID of one DICOM file."""
-    ds = _parse(read_head(url, _HEAD_BYTES), url, header_only=True)
+    """Modality, SeriesInstanceUID, PatientID and StudyInstanceUID of one DICOM file, from
+    its first block (the whole file only when the header runs past it)."""
+    head = read_head(url, _HEAD_BYTES)
+    if len(head) < _HEAD_BYTES:  # the whole file
+        ds = _parse(head, url, header_only=True)
+    else:
+        try:
+            ds = _parse(head, url, header_only=True)
+            complete = "SeriesInstanceUID" in ds
+        except DataContractError:
+            complete = False
+        if not complete:  # the header runs past the first block
+            ds = _parse(read_bytes(url), url, header_only=True)
     return {t: str(getattr(ds, t, "") or "") for t in _HEADER_TAGS}
 
 

@@ -91,3 +91,13 @@ def test_a_contour_across_slices_is_an_error_and_off_grid_ones_are_counted():
         rasterize_contours([slanted], _grid())
     mask, report = rasterize_contours([_square(1, 3, z=7.0), _square(1, 3, z=1.5)], _grid())
     assert report.off_grid == 2 and not mask.any()
+
+
+def test_dicom_header_reads_slices_and_refuses_what_is_not_dicom(tmp_path, real_dicom_dir):
+    from orgseg.io.dicom_tree import dicom_header
+
+    first = sorted(real_dicom_dir.iterdir())[0]
+    assert dicom_header(str(first))["Modality"] == "CT"
+    (tmp_path / "README").write_text("not a slice")
+    with pytest.raises(DataContractError, match="not a readable DICOM file"):
+        dicom_header(str(tmp_path / "README"))
