@@ -35,7 +35,6 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
@@ -48,7 +47,9 @@ SCAN_SPACING_MM = (1.5, 0.8, 0.8)
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from orgseg.io.memory import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def train_model(work: Path) -> Path:

@@ -1,6 +1,6 @@
 """`orgseg status` and `train-all --dry-run` on a run root at the paper's scale, in S3.
 
-A synthetic run root (4,082 cases, 26 organs x 5 folds, 32 pseudo-label shards of which
+A synthetic run root (4,082 cases, 26 organs x 5 folds, 184 pseudo-label shards of which
 half are committed with every (case, organ) record they write, the manifest, unit markers
 and nnU-Net markers as real units write them) in moto's S3 server, the one the tests use.
 Every request the server answers is counted by a WSGI middleware in front of moto, so a
@@ -66,10 +66,11 @@ def write_run_root(config, *, seed: int = 0) -> dict[str, int]:  # noqa: ANN001
     """The synthetic run root; returns object counts by kind."""
     from orgseg.io.storage import filesystem
     from orgseg.pipeline.datasets import strategy1_dataset
-    from orgseg.pipeline.jobs import job, marker_url
+    from orgseg.pipeline.jobs import job
     from orgseg.pipeline.layout import RunLayout
     from orgseg.pipeline.staging import nnunet_root
     from orgseg.pipeline.strategy1 import configuration_name
+    from orgseg.pipeline.units import marker_url
 
     rng = random.Random(seed)
     organs = list(config.strategy1_organs)
@@ -99,8 +100,13 @@ def write_run_root(config, *, seed: int = 0) -> dict[str, int]:  # noqa: ANN001
             {"seed": 0, "train": train, "test": test, "cases": records}
         ).encode()
     }
+    fs, _ = filesystem(config.run_root)
+    # the manifest first: the shard counts are worked out from it (jobs/shards.json)
+    fs.pipe({filesystem(layout.manifest())[1]: objects[layout.manifest()]})
     marker = lambda s: json.dumps({"wall_s": s, "gpu_s": s}).encode()  # noqa: E731
-    objects[marker_url(config, "cases", ())] = marker(ARGS.cases * 15.0)
+    for unit in job("cases").units(config):
+        objects[marker_url(config, "cases", unit)] = marker(50 * 15.0)
+    objects[marker_url(config, "manifest", ())] = marker(60.0)
     conf = configuration_name(config)
     for organ in organs:
         name = strategy1_dataset(config, organ)[1]
@@ -116,16 +122,15 @@ def write_run_root(config, *, seed: int = 0) -> dict[str, int]:  # noqa: ANN001
             ] = b"{}"
     shards = job("pseudo-labels").units(config)
     n_pseudo = 0
-    for (shard,) in shards[: len(shards) // 2]:
-        for c in train[shard :: len(shards)]:  # round-robin, as the shards are cut
+    for shard, n_shards in shards[: len(shards) // 2]:
+        for c in train[shard::n_shards]:  # round-robin, as the shards are cut
             for organ in organs:
                 if organ not in manual[c]:
                     objects[layout.pseudo_record(c, organ)] = b'{"voxels": 1}'
                     n_pseudo += 1
-        objects[marker_url(config, "pseudo-labels", (shard,))] = marker(
-            len(train) / len(shards) * 24 * 20.0
+        objects[marker_url(config, "pseudo-labels", (shard, n_shards))] = marker(
+            len(train) / n_shards * 24 * 20.0
         )
-    fs, _ = filesystem(config.run_root)
     items = list(objects.items())
     for i in range(0, len(items), 2000):  # concurrent PUTs in batches
         fs.pipe({filesystem(k)[1]: v for k, v in items[i : i + 2000]})

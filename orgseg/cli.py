@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.jobs import run_job
+    from orgseg.pipeline.units import run_job
 
     for line in run_job(_load_config(args.config), args.job, args.unit or ()):
         sys.stdout.write(line + "\n")

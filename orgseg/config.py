@@ -132,11 +132,6 @@ class BodyCropConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PseudoLabelConfig:
-    shards: int = 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluationConfig:
     #: optional folder of full reference label maps (catalog label ids), e.g. phantom truth
     ground_truth_dir: str | None = None
@@ -171,7 +166,10 @@ class RunConfig:
     nnunet: NnunetConfig = field(default_factory=NnunetConfig)
     strategy1_training: TrainingConfig = field(default_factory=TrainingConfig)
     strategy2_training: TrainingConfig = field(default_factory=TrainingConfig)
-    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    #: shard counts of the case-level jobs (cases, pseudo-labels, fusion,
+    #: test-predictions); a job not named gets one shard per its default cases per shard,
+    #: worked out once per run (orgseg/pipeline/shards.py)
+    shards: dict[str, int] = field(default_factory=dict)
     #: the chunked engine for the run's own predictions (see orgseg segment); body_crop
     #: and body_margin_mm follow body_crop below
     inference: EngineOptions = field(default_factory=EngineOptions)

@@ -54,7 +54,7 @@ def test_sources_as_a_list_or_a_mapping_and_exclusions_in_three_forms(tmp_path):
 
 
 def test_an_unknown_source_name_lists_the_registered_ones(tmp_path):
-    from orgseg.pipeline.cases import build_manifest
+    from orgseg.pipeline.manifest import build_manifest
 
     config = load_run_config(
         f"run_root: {tmp_path / 'run'}\ndata_root: {tmp_path}\nsources: {{totalseg: TS}}\n"

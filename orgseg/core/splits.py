@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -47,3 +47,14 @@ def k_fold(case_ids: Sequence[str], *, n_folds: int, seed: int) -> list[dict[str
         val = sorted(order[k::n_folds])
         folds.append({"train": sorted(set(ids) - set(val)), "val": val})
     return folds
+
+
+def shard_of(case_ids: Iterable[str], shard: int, n_shards: int) -> list[str]:
+    """Shard ``shard`` of ``n_shards``: the sorted ids, round-robin.
+
+    >>> shard_of(["c", "a", "d", "b"], 1, 2)
+    ['b', 'd']
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"expected a shard in 0..{n_shards - 1}, got {shard}")
+    return sorted(case_ids)[shard::n_shards]

@@ -180,7 +180,9 @@ def shard_of(cases: Sequence[BulkCase], shard: int, shards: int) -> list[BulkCas
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from orgseg.io.memory import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def segment_case(model, case: BulkCase, dest: str, options: BulkOptions) -> dict:

@@ -133,13 +133,23 @@ def segment_volume(
     options: EngineOptions = DEFAULTS,
     *,
     progress: Progress | None = None,
+    body: PackedMask | None = None,
 ) -> Segmentation:
-    """Segment a canonical CT chunk by chunk; the label map is on the CT's own grid."""
+    """Segment a canonical CT chunk by chunk; the label map is on the CT's own grid.
+
+    ``body``: the CT's body contour when the caller already has it (several models on
+    one scan); otherwise it is computed here when ``options.body_crop``."""
     t0 = time.perf_counter()
     shape = ct.shape
     bits = None
     if options.body_crop:
-        bits = body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)
+        if body is not None and tuple(body.shape) != tuple(shape):
+            raise DataContractError(
+                f"expected a body contour of the scan's shape {shape}, got {body.shape}"
+            )
+        bits = (
+            body if body is not None else body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)
+        )
         assert isinstance(bits, PackedMask)
         if not bits.any():
             raise DataContractError(

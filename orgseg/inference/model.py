@@ -91,7 +91,9 @@ class SegmentationModel:
         """nnU-Net's whole-scan sliding window, a tile row at a time (exact)."""
         from orgseg.nnunet.stream import stream_labels
 
-        return stream_labels(self.predictor.nnunet, ct, spacing_mm, **kwargs)
+        return stream_labels(
+            self.predictor.nnunet, ct, spacing_mm, nets=self.predictor.fold_networks(), **kwargs
+        )
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:

@@ -48,6 +48,7 @@ class Predictor:
             )
         self.folds = folds
         self.model_dir = model_dir
+        self._nets: list | None = None
         self._predictor = nnUNetPredictor(
             tile_step_size=tile_step_size,
             use_gaussian=True,
@@ -136,6 +137,15 @@ class Predictor:
         """nnU-Net's ``nnUNetPredictor`` holding the loaded folds: the one value the
         streamed sliding window (:mod:`orgseg.nnunet.stream`) works on."""
         return self._predictor
+
+    def fold_networks(self) -> list:
+        """One network per fold on the device, built once and kept (streaming many scans
+        with one ensemble must not rebuild them per scan)."""
+        if self._nets is None:
+            from orgseg.nnunet.stream import fold_networks
+
+            self._nets = fold_networks(self._predictor)
+        return self._nets
 
     def _slab_export_mode(self, props: dict) -> str | None:
         return slab_export_mode(self._predictor, props)

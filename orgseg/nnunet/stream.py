@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: input rows beyond a block on each side for the cubic spline's prefilter (its influence
 #: decays as 0.268**n: 0.268**16 < 1e-9)
 SPLINE_MARGIN_ROWS = 16
+#: the export's float32 scores (classes x rows x plane) are made at most this big at once
+EXPORT_BYTES = 48 * 2**20
 
 
 class NotStreamableError(Exception):
@@ -212,8 +214,9 @@ def make_plan(p: Any, shape: Sequence[int], spacing_mm: Sequence[float], bbox) -
     )
 
 
-def _fold_networks(p: Any) -> list:
-    """One network per fold, weights loaded once (nnU-Net reloads them per scan)."""
+def fold_networks(p: Any) -> list:
+    """One network per fold, weights loaded once (nnU-Net reloads them per scan); keep
+    them to stream many scans (:meth:`orgseg.nnunet.predict.Predictor.fold_networks`)."""
     from torch._dynamo import OptimizedModule
 
     base = p.network._orig_mod if isinstance(p.network, OptimizedModule) else p.network
@@ -234,6 +237,7 @@ def stream_labels(
     margin_mm: float = 10.0,
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    nets: list | None = None,
 ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
     """nnU-Net's whole-scan sliding window of predictor ``p`` (an ``nnUNetPredictor`` with
     its folds loaded, :attr:`orgseg.nnunet.predict.Predictor.nnunet`), a tile row at a time.
@@ -244,7 +248,8 @@ def stream_labels(
     Yield ``(z0, z1, (ys, xs), labels)``: model class indices (uint8) for scan rows
     ``[z0, z1)`` inside the in-plane box ``(ys, xs)``; everything not yielded is
     background. Raises :class:`NotStreamableError` before any work if the model needs the
-    chunk-and-blend path."""
+    chunk-and-blend path. ``nets``: the folds' networks from :func:`fold_networks` (loaded
+    here when not given)."""
     import torch
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
@@ -283,7 +288,7 @@ def stream_labels(
             return 0, cy, 0, cx
         return union_box(boxes, rows, margin_px, (cy, cx))
 
-    nets = _fold_networks(p)
+    nets = fold_networks(p) if nets is None else nets
     device = p.device
     gaussian = compute_gaussian(
         plan.patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=torch.device("cpu")
@@ -443,6 +448,21 @@ class _Exporter:
                     self.buf0 += drop
 
     def _labels(self, a: int, b: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Labels of output rows ``[a, b)`` in ``box``, a few rows at a time: the
+        classes x rows x plane float32 scores of a whole slab would be the engine's largest
+        buffer (20 classes x 16 rows x 512 x 512 is 335 MB)."""
+        assert self.buf is not None
+        y0, y1, x0, x1 = box
+        n_classes = self.buf.shape[0]
+        per_row = n_classes * (y1 - y0) * (x1 - x0) * 4
+        step = max(1, min(b - a, EXPORT_BYTES // max(per_row, 1)))
+        out = np.empty((b - a, y1 - y0, x1 - x0), dtype=np.uint8)
+        for r0 in range(a, b, step):
+            r1 = min(b, r0 + step)
+            out[r0 - a : r1 - a] = self._label_rows(r0, r1, box)
+        return out
+
+    def _label_rows(self, a: int, b: int, box: tuple[int, int, int, int]) -> np.ndarray:
         assert self.buf is not None
         src = self.buf
         if self.plan.export_z == "linear":

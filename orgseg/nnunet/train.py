@@ -43,6 +43,11 @@ def model_folder(paths: NnunetPaths, dataset: str, configuration: str) -> Path:
     return paths.results / dataset / f"{TRAINER}__{PLANS}__{configuration}"
 
 
+def model_folder_url(root_url: str, dataset: str, configuration: str) -> str:
+    """:func:`model_folder` under a committed nnU-Net root that may be a URL."""
+    return f"{root_url.rstrip('/')}/results/{dataset}/{TRAINER}__{PLANS}__{configuration}"
+
+
 def read_unit(paths: NnunetPaths, dataset: str, configuration: str, fold: int) -> UnitResult | None:
     marker = model_folder(paths, dataset, configuration) / f"fold_{fold}" / UNIT_MARKER
     if not marker.exists():

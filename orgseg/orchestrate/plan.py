@@ -15,35 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orgseg.config import RunConfig
-from orgseg.io import exists, read_bytes
 from orgseg.orchestrate.sbatch import job_resources
-from orgseg.pipeline.jobs import Job, RunSize, UnitKey, committed, measured_unit_s, pending
+from orgseg.pipeline.jobs import Job, UnitKey
+from orgseg.pipeline.shards import run_size, with_shard_counts
+from orgseg.pipeline.units import committed, measured_unit_s, pending
 
 log = logging.getLogger(__name__)
-
-
-def run_size(config: RunConfig) -> tuple[RunSize, str]:
-    """Case counts for pricing, and where they came from."""
-    from orgseg.pipeline.layout import RunLayout
-
-    organs = len(config.strategy1_organs)
-    manifest_url = RunLayout.of(config).manifest()
-    if exists(manifest_url):
-        import json
-
-        d = json.loads(read_bytes(manifest_url))
-        n, test = len(d["cases"]), len(d["test"])
-        return RunSize(cases=n, train=n - test, test=test, organs=organs), "the manifest"
-    from orgseg.pipeline.cases import discover_cases, resolve_registry
-
-    try:
-        _, found = discover_cases(config, resolve_registry(config))
-    except Exception as exc:  # noqa: BLE001 - a plan must print even without the data
-        log.warning("cannot count the cases from the sources (%s)", exc)
-        return RunSize(cases=0, train=0, test=0, organs=organs), "no sources found"
-    n = sum(1 for c in found if not c.unlabelled and not c.problem)
-    test = round(n * config.split.test_fraction)
-    return RunSize(cases=n, train=n - test, test=test, organs=organs), "the sources (listing)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +37,7 @@ class JobCost:
 def plan(config: RunConfig) -> tuple[list[JobCost], str]:
     """Every job with units left: units, seconds per unit and on what basis, GPU and CPU
     hours, wall hours at the profile's array parallelism. Also where case counts came from."""
+    config = with_shard_counts(config, record=False)  # a plan writes nothing
     done = committed(config)
     size, counted_from = run_size(config)
     out = []
@@ -86,6 +64,14 @@ def plan(config: RunConfig) -> tuple[list[JobCost], str]:
     return out, counted_from
 
 
+def critical_path_h(costs: Sequence[JobCost]) -> float:
+    """Wall hours of the longest chain of dependent pending jobs (costs in run order)."""
+    finish: dict[str, float] = {}
+    for c in costs:
+        finish[c.job.name] = c.wall_h + max((finish.get(a, 0.0) for a in c.job.after), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
 def plan_text(config: RunConfig, costs: Sequence[JobCost], counted_from: str) -> str:
     """The plan ``--dry-run`` prints: units, dependencies, resources, hours and their basis."""
     lines = [
@@ -110,8 +96,8 @@ def plan_text(config: RunConfig, costs: Sequence[JobCost], counted_from: str) ->
     lines += [
         "",
         f"GPU hours: {sum(c.gpu_h for c in costs):.1f}; CPU core hours: "
-        f"{sum(c.cpu_h for c in costs):.1f}; critical path (jobs in a chain, "
-        f"array_parallelism tasks at once): {sum(c.wall_h for c in costs):.1f} h",
+        f"{sum(c.cpu_h for c in costs):.1f}; critical path (the longest chain of dependent "
+        f"jobs, array_parallelism tasks at once): {critical_path_h(costs):.1f} h",
     ]
     if not costs:
         lines.append("nothing to do: every unit is committed")

@@ -28,15 +28,9 @@ from orgseg.io import exists, join_url, read_bytes, write_bytes
 from orgseg.io.storage import configure_storage
 from orgseg.orchestrate.sbatch import dependency_of, job_resources
 from orgseg.orchestrate.slurm import ACTIVE_STATES, scheduler_states, start_task, submit_array
-from orgseg.pipeline.jobs import (
-    JOBS,
-    UnitKey,
-    check_config,
-    committed,
-    done_units,
-    pending,
-    run_unit,
-)
+from orgseg.pipeline.jobs import JOBS, UnitKey, check_config
+from orgseg.pipeline.shards import with_shard_counts
+from orgseg.pipeline.units import committed, done_units, pending, run_unit
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +67,7 @@ class UnitTask:
 def run_local(config: RunConfig) -> float:
     """Every pending unit in this process, in dependency order; returns seconds."""
     configure_storage(config.storage)
+    config = with_shard_counts(config)
     t0 = time.perf_counter()
     todo = pending(config)
     n = sum(len(units) for _, units in todo)
@@ -135,6 +130,7 @@ def submit(config: RunConfig) -> Submission:
     if config.cluster.executor != "slurm":
         raise ConfigError(f"submit needs cluster.executor 'slurm', got {config.cluster.executor!r}")
     configure_storage(config.storage)
+    config = with_shard_counts(config)  # every task is given the same shard counts
     previous = load_submission(config)
     known = [t["task"] for tasks in previous.jobs.values() for t in tasks]
     states = scheduler_states(known)

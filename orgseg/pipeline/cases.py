@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -26,12 +25,12 @@ from orgseg.config import RunConfig, source_folders
 from orgseg.core.body import body_mask
 from orgseg.core.crop import CropBox, bounding_box, crop, crop_volume
 from orgseg.core.size import patient_size
-from orgseg.core.splits import hold_out, stable_seed
+from orgseg.core.splits import shard_of
 from orgseg.errors import ConfigError, DataContractError
 from orgseg.io import exists, join_url, load_ct, read_bytes, write_bytes, write_volume
 from orgseg.io.storage import filesystem
 from orgseg.pipeline.discovery import CaseFiles, discover_source
-from orgseg.pipeline.exclusions import Exclusion, exclusion, load_exclusions, summary_line, triage
+from orgseg.pipeline.exclusions import Exclusion, exclusion, load_exclusions, triage
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.manual import read_manual_labels
 from orgseg.sources.registry import Source, SourceRegistry, registry_with
@@ -180,29 +179,6 @@ def _sha256_of(urls: list[str]) -> str:
     return h.hexdigest()
 
 
-def _official_test(source: Source, folder: str, case_ids: list[str]) -> list[str] | None:
-    if not source.official_test_list:
-        return None
-    url = join_url(folder, source.official_test_list)
-    if not exists(url):
-        log.warning("%s: no official test list %s; holding out a seeded fraction", source.name, url)
-        return None
-    text = read_bytes(url).decode()
-    if url.endswith(".csv"):  # TotalSegmentator meta.csv: image_id;...;split
-        lines = [line.split(";") for line in text.splitlines() if line.strip()]
-        head = [h.strip() for h in lines[0]]
-        try:
-            id_col, split_col = head.index("image_id"), head.index("split")
-        except ValueError:
-            raise DataContractError(
-                f"{url}: expected ';'-separated columns image_id and split, got {head}"
-            ) from None
-        ids = [row[id_col].strip() for row in lines[1:] if row[split_col].strip() == "test"]
-    else:
-        ids = [line.strip() for line in text.splitlines() if line.strip()]
-    return sorted(set(ids) & set(case_ids))
-
-
 def label_files(source: Source, case: CaseFiles) -> list[str]:
     """The label files a case's manual masks are read from."""
     if source.format == "per_organ_files":
@@ -214,13 +190,11 @@ def label_files(source: Source, case: CaseFiles) -> list[str]:
 def prepare_case(
     config: RunConfig, layout: RunLayout, source: Source, case: CaseFiles
 ) -> CaseRecord:
-    """Crop, size and manual masks of one case (skipped when its record exists).
+    """Crop, size and manual masks of one case; its record is committed last.
 
     Raises :class:`DataContractError` when the case cannot be read, paired or validated.
     """
     record_url = layout.case_record(case.case_id)
-    if exists(record_url):
-        return CaseRecord.from_dict(json.loads(read_bytes(record_url)))
     ct, reorientation = load_ct(case.image_url, series_uid=case.series_uid)
     wanted = tuple(o for o in source.organs if o in config.strategy1_organs)
     labels = read_manual_labels(source, case, reorientation, wanted)
@@ -271,66 +245,67 @@ def prepare_case(
     return record
 
 
-def build_manifest(
-    config: RunConfig, *, progress: Callable[[int, int, str], None] | None = None
-) -> Manifest:
-    """Stage ``cases``: the case table and splits (idempotent per case).
+def prepare_or_exclude(
+    config: RunConfig, layout: RunLayout, registry: SourceRegistry, case: CaseFiles
+) -> CaseRecord | Exclusion:
+    """One case prepared (its record committed last), or its exclusion recorded."""
+    try:
+        return prepare_case(config, layout, registry[case.source], case)
+    except DataContractError as exc:
+        log.warning("cases: %s excluded: %s", case.case_id, exc)
+        ex = exclusion(case, str(exc))
+        write_bytes(layout.case_exclusion(case.case_id), json.dumps(asdict(ex)).encode())
+        return ex
 
-    A case that cannot be read, paired or validated is excluded with its reason; the
-    stage goes on and logs one summary line.
-    """
-    layout = RunLayout.of(config)
-    excluded_ids = load_exclusions(config)
-    if exists(layout.manifest()):
-        manifest = Manifest.from_json(read_bytes(layout.manifest()).decode())
-        if manifest.seed == config.seed and manifest.config_excluded == tuple(sorted(excluded_ids)):
-            log.info("cases: manifest exists (%d cases)", len(manifest.cases))
-            return manifest
+
+def _found_cases(config: RunConfig) -> tuple[SourceRegistry, dict[str, str], list[CaseFiles]]:
+    """The registry, the source folders, and the usable cases (triaged) of the run."""
     registry = resolve_registry(config)
     folders, found = discover_cases(config, registry)
-    usable, excluded, unlabelled = triage(found, excluded_ids)
-    unmatched = sorted(set(excluded_ids) - {c.case_id for c in found})
-    if unmatched:
-        log.warning("cases: exclude lists ids that no source has: %s", unmatched[:20])
-    records: list[CaseRecord] = []
-    for i, case in enumerate(usable, start=1):
-        log.info("cases: %d/%d %s (%s)", i, len(usable), case.case_id, case.source)
-        if progress is not None:
-            progress(i, len(usable), case.case_id)
-        try:
-            records.append(prepare_case(config, layout, registry[case.source], case))
-        except DataContractError as exc:
-            log.warning("cases: %s excluded: %s", case.case_id, exc)
-            excluded.append(exclusion(case, str(exc)))
-    test: list[str] = []
-    for name, folder in folders.items():
-        ids = [r.case_id for r in records if r.source == name]
-        official = _official_test(registry[name], folder, ids)
-        test += (
-            official
-            if official is not None
-            else hold_out(
-                ids, fraction=config.split.test_fraction, seed=stable_seed(config.seed, name)
-            )
-        )
-    train = sorted(set(r.case_id for r in records) - set(test))
-    manifest = Manifest(
-        cases=tuple(records),
-        test=tuple(sorted(test)),
-        train=tuple(train),
-        seed=config.seed,
-        excluded=tuple(excluded),
-        config_excluded=tuple(sorted(excluded_ids)),
-    )
-    write_bytes(layout.manifest(), manifest.to_json().encode())
-    reasons = Counter(e.source for e in excluded)
-    log.info("cases: %s", summary_line(len(records), excluded))
-    if unlabelled:
-        log.info("cases: %d unlabelled images skipped (not training cases)", unlabelled)
+    usable, _, _ = triage(found, load_exclusions(config))
+    return registry, folders, usable
+
+
+def committed_case_files(layout: RunLayout) -> set[str]:
+    """Names of the files under ``<run_root>/cases/``: one (paginated) listing."""
+    fs, path = filesystem(join_url(layout.root, "cases"))
+    try:
+        return {str(p).rsplit("/", 1)[-1] for p in fs.find(path)}
+    except FileNotFoundError:
+        return set()
+
+
+def prepare_shard(
+    config: RunConfig,
+    shard: int = 0,
+    n_shards: int = 1,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> int:
+    """Job ``cases``, one shard: prepare every usable case of shard ``shard`` of
+    ``n_shards`` (sorted case ids, round-robin) that has no record or exclusion yet.
+    Each case commits its record (or its exclusion) last, so a killed shard resumes at
+    its first uncommitted case. Returns how many cases it prepared."""
+    layout = RunLayout.of(config)
+    registry, _, usable = _found_cases(config)
+    mine = set(shard_of([c.case_id for c in usable], shard, n_shards))
+    done = committed_case_files(layout)
+    todo = [
+        c
+        for c in usable
+        if c.case_id in mine
+        and f"{c.case_id}.json" not in done
+        and f"{c.case_id}.excluded.json" not in done
+    ]
     log.info(
-        "cases: %d train, %d test; excluded per source: %s", len(train), len(test), dict(reasons)
+        "cases shard %d/%d: %d of %d cases to prepare", shard + 1, n_shards, len(todo), len(mine)
     )
-    return manifest
+    for i, case in enumerate(todo, start=1):
+        if progress is not None:
+            progress(i, len(todo), case.case_id)
+        prepare_or_exclude(config, layout, registry, case)
+        log.info("cases shard %d/%d: %d/%d %s", shard + 1, n_shards, i, len(todo), case.case_id)
+    return len(todo)
 
 
 def load_manifest(config: RunConfig) -> Manifest:

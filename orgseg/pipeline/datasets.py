@@ -73,12 +73,15 @@ def build_dataset(
     name: str,
     labels: Mapping[str, int],
     case_ids: Sequence[str],
-    label_of: Callable[[str, Volume], np.ndarray],
     description: str,
+    label_of: Callable[[str, Volume], np.ndarray] | None = None,
+    label_url_of: Callable[[str], str] | None = None,
 ) -> str:
     """Write, verify, plan and preprocess one nnU-Net dataset; write its CV splits.
 
-    ``label_of(case_id, cropped_ct)`` returns the case's label array on the cropped grid.
+    ``label_of(case_id, cropped_ct)`` returns the case's label array on the cropped grid;
+    or ``label_url_of(case_id)`` names a label map already written on that grid with the
+    dataset's ids (linked or copied as it is, never decoded).
     Returns the configuration name to train. Skipped (but re-planned if needed) when the
     same case list was already written.
     """
@@ -95,14 +98,20 @@ def build_dataset(
     if not (built.exists() and json.loads(built.read_text()) == expected):
         if folder.exists():
             shutil.rmtree(folder)
+        if (label_of is None) == (label_url_of is None):
+            raise ValueError("build_dataset: give exactly one of label_of and label_url_of")
         for i, case_id in enumerate(sorted(case_ids), start=1):
             ct_url = layout.cropped_ct(case_id)
-            ct = read_volume(ct_url)
             _link_or_copy(ct_url, image_path(folder, case_id))
-            write_volume(
-                ct.with_array(label_of(case_id, ct).astype(np.uint8)),
-                str(label_path(folder, case_id)),
-            )
+            if label_url_of is not None:
+                _link_or_copy(label_url_of(case_id), label_path(folder, case_id))
+            else:
+                assert label_of is not None
+                ct = read_volume(ct_url)
+                write_volume(
+                    ct.with_array(label_of(case_id, ct).astype(np.uint8)),
+                    str(label_path(folder, case_id)),
+                )
             if i % 10 == 0 or i == len(case_ids):
                 log.info("%s: wrote %d/%d cases", name, i, len(case_ids))
         write_dataset_json(

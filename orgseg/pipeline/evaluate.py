@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -11,9 +10,10 @@ import numpy as np
 
 from orgseg.catalog import label_ids
 from orgseg.config import RunConfig
-from orgseg.core.crop import crop, uncrop
+from orgseg.core.crop import crop
 from orgseg.core.fusion import fuse_by_priority
 from orgseg.core.orientation import to_canonical
+from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
 from orgseg.evaluation.chunking import CHUNKING_COLUMNS, chunking_rows, chunking_table
 from orgseg.evaluation.cv import cv_rows, cv_table, read_fold_cases
@@ -22,61 +22,132 @@ from orgseg.evaluation.report import write_report
 from orgseg.evaluation.scoring import Scores, score_case
 from orgseg.evaluation.tables import Table, to_csv
 from orgseg.inference.engine import segment_volume
-from orgseg.inference.model import ModelOptions, SegmentationModel
+from orgseg.inference.model import SegmentationModel
 from orgseg.inference.options import DEFAULTS
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
 from orgseg.io.storage import local_copy
-from orgseg.nnunet.train import model_folder
+from orgseg.nnunet.train import model_folder_url
 from orgseg.pipeline.cases import CaseRecord, Manifest, load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import strategy1_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.strategy1 import configuration_name, organ_predictor
+from orgseg.pipeline.organ_masks import (
+    MaskTargets,
+    case_cache,
+    committed_names,
+    model_options,
+    predict_organ_masks,
+    run_engine_options,
+)
+from orgseg.pipeline.staging import nnunet_root
+from orgseg.pipeline.strategy1 import configuration_name
 
 log = logging.getLogger(__name__)
 
 
-def predict_test_cases(config: RunConfig) -> None:
-    """Stage ``predict``: label maps (catalog ids, input geometry) for every test case."""
+def _chunking_url(config: RunConfig, case_id: str) -> str:
+    return join_url(config.run_root, "evaluation", "chunking", f"{case_id}.json")
+
+
+def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:
+    """Job ``test-predictions``, one shard of the held-out cases: label maps (catalog ids,
+    the input's geometry) of both strategies, through the same streamed engine on the
+    same whole CTs, each CT read and body-contoured once. Strategy 1's organ masks are
+    committed one by one (``predictions/strategy1-organs/<case>/``), then fused by CV
+    Dice; a shard killed mid-way resumes at its first uncommitted mask. The shard that
+    holds the first ``evaluation.chunking_cases`` test cases also writes their chunking
+    rows. Returns how many label maps it wrote."""
     layout = RunLayout.of(config)
     manifest = load_manifest(config)
-    tests = [manifest.case(c) for c in manifest.test]
-    todo2 = [c for c in tests if not exists(layout.prediction(2, c.case_id))]
-    if todo2:
-        with local_copy(layout.model(2)) as model_dir:  # staged once when remote
-            model = SegmentationModel(
-                model_dir,
-                ModelOptions(
-                    device=config.nnunet.device,
-                    use_mirroring=config.nnunet.use_mirroring,
-                    tile_step_size=config.nnunet.tile_step_size,
-                ),
-            )
-        engine = dataclasses.replace(
-            config.inference,
-            body_crop=config.body_crop.enabled,
-            body_margin_mm=config.body_crop.margin_mm,
+    cases = shard_of(manifest.test, shard, n_shards)
+    engine = run_engine_options(config)
+    done = {
+        s: committed_names(join_url(layout.root, "predictions", f"strategy{s}")) for s in (1, 2)
+    }
+
+    def todo(strategy: int) -> list[str]:
+        return [
+            c
+            for c in cases
+            if layout.prediction(strategy, c).rsplit("/", 1)[-1] not in done[strategy]
+        ]
+
+    chunk_cases = [c for c in manifest.test[: config.evaluation.chunking_cases] if c in cases]
+    chunk_cases = [c for c in chunk_cases if not exists(_chunking_url(config, c))]
+    todo2, todo1 = todo(2), todo(1)
+    organs_todo = _organ_masks_todo(config, todo1)
+    log.info(
+        "test-predictions shard %d/%d: %d strategy-2 maps, %d strategy-1 organ masks, "
+        "%d strategy-1 maps", shard + 1, n_shards, len(todo2),
+        sum(len(v) for v in organs_todo.values()), len(todo1),
+    )  # fmt: skip
+
+    def read(case_id: str):  # noqa: ANN202
+        case = manifest.case(case_id)
+        return load_ct(case.image_url, series_uid=case.series_uid)
+
+    written = 0
+    with case_cache(read, body_crop=engine.body_crop) as cache:
+        if todo2 or chunk_cases:
+            with local_copy(layout.model(2)) as model_dir:  # staged once when remote
+                model = SegmentationModel(model_dir, model_options(config, None))
+            for case_id in todo2:
+                ct, cached = cache.get(case_id)
+                seg = segment_volume(model, ct, engine, body=cached.body)
+                save_like(seg.labels, cached.extra, layout.prediction(2, case_id))  # type: ignore[arg-type]
+                written += 1
+                log.info("strategy 2: %s (%s, %.1f s)", case_id, seg.mode, seg.seconds)
+            for case_id in chunk_cases:
+                _write_chunking_rows(config, model, case_id, cache.get(case_id)[0])
+            del model
+        predict_organ_masks(
+            config,
+            organs_todo,
+            cache,
+            MaskTargets(mask=layout.organ_prediction, record=layout.organ_prediction_record),
+            what="strategy-1 test masks",
         )
-        for case in todo2:
-            ct, rec = load_ct(case.image_url, series_uid=case.series_uid)
-            seg = segment_volume(model, ct, engine)
-            save_like(seg.labels, rec, layout.prediction(2, case.case_id))
-            log.info("predict strategy 2: %s", case.case_id)
-    todo1 = [c for c in tests if not exists(layout.prediction(1, c.case_id))]
-    if not todo1:
-        return
-    cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
-    ids = label_ids(config.strategy1_organs)
-    masks: dict[str, dict[str, np.ndarray]] = {c.case_id: {} for c in todo1}
-    crops = {c.case_id: read_volume(layout.cropped_ct(c.case_id)) for c in todo1}
-    for organ in config.strategy1_organs:  # each organ's ensemble is loaded once
-        predictor = organ_predictor(config, organ)
-        for case_id, ct in crops.items():
-            masks[case_id][organ] = predictor.predict(np.asarray(ct.array), ct.spacing_mm) == 1
-    for case in todo1:
-        fused = fuse_by_priority(masks[case.case_id], ids, manual=(), cv_dice=cv_dice)
-        full, rec = load_ct(case.image_url, series_uid=case.series_uid)
-        save_like(uncrop(fused, case.crop_box), rec, layout.prediction(1, case.case_id))
-        log.info("predict strategy 1: %s", case.case_id)
+        if todo1:
+            cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
+            ids = label_ids(config.strategy1_organs)
+        for case_id in todo1:
+            masks = {
+                o: np.asarray(read_volume(layout.organ_prediction(case_id, o)).array) > 0
+                for o in config.strategy1_organs
+            }
+            fused = fuse_by_priority(masks, ids, manual=(), cv_dice=cv_dice)
+            del masks
+            _, cached = cache.get(case_id)
+            save_like(fused, cached.extra, layout.prediction(1, case_id))  # type: ignore[arg-type]
+            written += 1
+            log.info("strategy 1: %s", case_id)
+    return written
+
+
+def _organ_masks_todo(config: RunConfig, case_ids: list[str]) -> dict[str, list[str]]:
+    """organ -> cases still lacking a committed strategy-1 test mask (one listing each)."""
+    layout = RunLayout.of(config)
+    have = {c: committed_names(layout.organ_prediction(c, "x").rsplit("/", 1)[0]) for c in case_ids}
+    out = {}
+    for organ in config.strategy1_organs:
+        todo = [c for c in case_ids if f"{organ}.json" not in have[c]]
+        if todo:
+            out[organ] = todo
+    return out
+
+
+def _write_chunking_rows(
+    config: RunConfig, model: SegmentationModel, case_id: str, ct: Volume
+) -> None:
+    """Chunked vs unchunked strategy-2 label maps of one test case (the report's table)."""
+    ev = config.evaluation
+    rows = chunking_rows(
+        model,
+        {case_id: ct},
+        model.labels,
+        chunk_mm=ev.chunking_chunk_mm or config.inference.chunk_mm or DEFAULTS.chunk_mm,
+        overlaps_mm=ev.chunking_overlaps_mm,
+    )
+    write_bytes(_chunking_url(config, case_id), json.dumps(rows).encode())
 
 
 def _references(config: RunConfig, case: CaseRecord) -> Mapping[str, np.ndarray]:
@@ -152,14 +223,14 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
 
 def cv_report_rows(config: RunConfig) -> list[dict[str, object]]:
     """Cross-validation rows of both strategies from nnU-Net's fold validation files."""
-    layout = RunLayout.of(config)
     conf = configuration_name(config)
+    root = nnunet_root(config)  # read where committed: nothing of nnU-Net's to stage
     folders = {
         "strategy1": [
-            model_folder(layout.nnunet, strategy1_dataset(config, o)[1], conf)
+            model_folder_url(root, strategy1_dataset(config, o)[1], conf)
             for o in config.strategy1_organs
         ],
-        "strategy2": [model_folder(layout.nnunet, strategy2_dataset(config)[1], conf)],
+        "strategy2": [model_folder_url(root, strategy2_dataset(config)[1], conf)],
     }
     return cv_rows(
         {
@@ -170,23 +241,17 @@ def cv_report_rows(config: RunConfig) -> list[dict[str, object]]:
 
 
 def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
-    """Chunked vs unchunked strategy-2 label maps on the first test cases."""
+    """The chunking table from the rows the test-prediction shards wrote."""
     ev = config.evaluation
     case_ids = list(manifest.test)[: ev.chunking_cases]
-    if not case_ids:
+    urls = [_chunking_url(config, c) for c in case_ids]
+    rows = [r for u in urls if exists(u) for r in json.loads(read_bytes(u))]
+    missing = [c for c, u in zip(case_ids, urls) if not exists(u)]
+    if missing:
+        log.warning("chunking table: no rows for %s (job test-predictions writes them)", missing)
+    if not rows:
         return None
     chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or DEFAULTS.chunk_mm
-    with local_copy(RunLayout.of(config).model(2)) as model_dir:
-        model = SegmentationModel(model_dir, ModelOptions(device=config.nnunet.device))
-    records = {c: manifest.case(c) for c in case_ids}
-    cases = {c: load_ct(r.image_url, series_uid=r.series_uid)[0] for c, r in records.items()}
-    rows = chunking_rows(
-        model,
-        cases,
-        model.labels,
-        chunk_mm=chunk_mm,
-        overlaps_mm=ev.chunking_overlaps_mm,
-    )
     write_bytes(
         join_url(config.run_root, "evaluation", "chunking.csv"),
         to_csv(rows, CHUNKING_COLUMNS).encode(),

@@ -7,50 +7,23 @@ status``, ``--dry-run``, the sbatch files and the config's check of ``cluster.st
 The orchestrator (:mod:`orgseg.orchestrate`) runs them; this module knows nothing of
 schedulers.
 
-Every unit is idempotent and trusts only committed outputs. When a unit's outputs are
-committed (synced back, markers last), :func:`run_unit` writes its *unit marker*
-``<run_root>/units/<job>/<unit>.json`` with the unit's wall (and GPU) seconds. What is
-done is read from those markers with one listing of ``<run_root>/units/``, however many
-cases the run has; the markers' seconds price the rest of the run (``--dry-run``).
+Running units and reading what is done (unit markers) is :mod:`orgseg.pipeline.units`;
+how many shards a case-level job has is :mod:`orgseg.pipeline.shards`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import socket
-import statistics
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orgseg.errors import ConfigError
-from orgseg.io import write_bytes
-from orgseg.io.storage import configure_storage, filesystem
-from orgseg.pipeline.markers import (
-    UnitKey,
-    committed,
-    marker_url,
-    read_markers,
-    unit_name,
-)
-from orgseg.pipeline.staging import Need, staged
+from orgseg.pipeline.markers import UnitKey
+from orgseg.pipeline.shards import SHARDING, RunSize, check_shards, shard_count
+from orgseg.pipeline.staging import Need
 
 if TYPE_CHECKING:  # the config imports this table (cluster.stages are job names)
     from orgseg.config import CostRates, RunConfig
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunSize:
-    """What a run's cost depends on: its case counts (from the manifest, else the sources)."""
-
-    cases: int
-    train: int
-    test: int
-    organs: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,16 +58,32 @@ def _s1_units(config: RunConfig) -> tuple[UnitKey, ...]:
     return tuple((o, f) for o in config.strategy1_organs for f in config.strategy1_training.folds)
 
 
-def _shards(config: RunConfig) -> tuple[UnitKey, ...]:
-    return tuple((s,) for s in range(config.pseudo_labels.shards))
-
-
 def _s2_folds(config: RunConfig) -> tuple[UnitKey, ...]:
     return tuple((f,) for f in config.strategy2_training.folds)
 
 
+def _sharded(job_name: str) -> Callable[[RunConfig], tuple[UnitKey, ...]]:
+    """The units of a case-level job: ``(shard, count)`` (orgseg/pipeline/shards.py)."""
+
+    def units(config: RunConfig) -> tuple[UnitKey, ...]:
+        n = shard_count(config, job_name)
+        return tuple((s, n) for s in range(n))
+
+    return units
+
+
+def _shard(unit: UnitKey) -> tuple[int, int]:
+    return int(unit[0]), int(unit[1])  # type: ignore[call-overload]
+
+
 def _run_cases(config: RunConfig, unit: UnitKey) -> None:
-    from orgseg.pipeline.cases import build_manifest
+    from orgseg.pipeline.cases import prepare_shard
+
+    prepare_shard(config, *_shard(unit))
+
+
+def _run_manifest(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.manifest import build_manifest
 
     build_manifest(config)
 
@@ -114,15 +103,24 @@ def _run_s1_train(config: RunConfig, unit: UnitKey) -> None:
 def _run_pseudo(config: RunConfig, unit: UnitKey) -> None:
     from orgseg.pipeline.pseudo import run_pseudo_shard
 
-    run_pseudo_shard(config, int(unit[0]), config.pseudo_labels.shards)  # type: ignore[call-overload]
+    run_pseudo_shard(config, *_shard(unit))
+
+
+def _run_cv_dice(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.strategy1 import collect_cv_dice
+
+    collect_cv_dice(config)
 
 
 def _run_fusion(config: RunConfig, unit: UnitKey) -> None:
-    from orgseg.pipeline.strategy1 import collect_cv_dice
-    from orgseg.pipeline.strategy2 import build_strategy2_dataset, run_fusion
+    from orgseg.pipeline.strategy2 import run_fusion_shard
 
-    collect_cv_dice(config)
-    run_fusion(config)
+    run_fusion_shard(config, *_shard(unit))
+
+
+def _run_s2_data(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.strategy2 import build_strategy2_dataset
+
     build_strategy2_dataset(config)
 
 
@@ -132,12 +130,21 @@ def _run_s2_train(config: RunConfig, unit: UnitKey) -> None:
     train_strategy2_unit(config, int(unit[0]))  # type: ignore[call-overload]
 
 
-def _run_evaluate(config: RunConfig, unit: UnitKey) -> None:
-    from orgseg.pipeline.evaluate import predict_test_cases, write_run_report
+def _run_s2_export(config: RunConfig, unit: UnitKey) -> None:
     from orgseg.pipeline.strategy2 import export_strategy2_model
 
     export_strategy2_model(config)
-    predict_test_cases(config)
+
+
+def _run_test_predictions(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.evaluate import predict_test_shard
+
+    predict_test_shard(config, *_shard(unit))
+
+
+def _run_report(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.evaluate import write_run_report
+
     write_run_report(config)
 
 
@@ -175,20 +182,36 @@ def _training_s(t, rates: CostRates) -> float:  # noqa: ANN001
     return t.epochs * rates.epoch_s * t.iterations_per_epoch / 250.0
 
 
+def _per_shard(job_name: str, config: RunConfig, total_s: float) -> float:
+    return total_s / shard_count(config, job_name)
+
+
 JOBS: tuple[Job, ...] = (
     Job(
         name="cases",
-        work="case table, body crops, patient size, splits",
+        work="a shard of cases: read, hash, body crop, patient size, manual masks",
         after=(),
         gpu=False,
-        units=_one,
+        units=_sharded("cases"),
         run=_run_cases,
-        estimate=lambda c, n, r: (n.cases * r.case_prep_s, "cluster.rates.case_prep_s x cases"),
+        estimate=lambda c, n, r: (
+            _per_shard("cases", c, n.cases * r.case_prep_s),
+            "cluster.rates.case_prep_s x cases / shards",
+        ),
+    ),
+    Job(
+        name="manifest",
+        work="the case table, exclusions and splits from the shards' case records",
+        after=("cases",),
+        gpu=False,
+        units=_one,
+        run=_run_manifest,
+        estimate=lambda c, n, r: (60.0, "a minute"),
     ),
     Job(
         name="strategy1-data",
         work="the organ's binary nnU-Net dataset: verified, planned, preprocessed, CV splits",
-        after=("cases",),
+        after=("manifest",),
         gpu=False,
         units=_organs,
         run=_run_s1_data,
@@ -212,34 +235,56 @@ JOBS: tuple[Job, ...] = (
     ),
     Job(
         name="pseudo-labels",
-        work="each organ's fold ensemble fills in every organ a training case lacks",
+        work="a shard of training cases: every organ a case lacks, by its fold ensemble "
+        "through the streamed engine",
         after=("strategy1-train",),
         gpu=True,
-        units=_shards,
+        units=_sharded("pseudo-labels"),
         run=_run_pseudo,
         needs=lambda c, u: [("results", name, False) for name in _s1_names(c)],
         estimate=lambda c, n, r: (
-            n.train * n.organs * r.pseudo_label_s_per_case_organ / c.pseudo_labels.shards,
-            "cluster.rates.pseudo_label_s_per_case_organ x training cases x organs",
+            _per_shard("pseudo-labels", c, n.train * n.organs * r.pseudo_label_s_per_case_organ),
+            "cluster.rates.pseudo_label_s_per_case_organ x training cases x organs / shards",
         ),
     ),
     Job(
-        name="fusion",
-        work="strategy-1 CV Dice, fused label maps, the strategy-2 dataset",
-        after=("pseudo-labels",),
+        name="cv-dice",
+        work="strategy-1 cross-validation Dice per organ (the fusion's priorities)",
+        after=("strategy1-train",),
         gpu=False,
         units=_one,
-        run=_run_fusion,
+        run=_run_cv_dice,
         needs=lambda c, u: [("results", name, True) for name in _s1_names(c)],
+        estimate=lambda c, n, r: (60.0, "a minute"),
+    ),
+    Job(
+        name="fusion",
+        work="a shard of training cases: one non-overlapping map of manual and pseudo masks",
+        after=("pseudo-labels", "cv-dice"),
+        gpu=False,
+        units=_sharded("fusion"),
+        run=_run_fusion,
         estimate=lambda c, n, r: (
-            n.train * r.fusion_s_per_case + n.train * r.preprocess_s_per_case,
-            "cluster.rates.fusion_s_per_case + preprocess_s_per_case, x training cases",
+            _per_shard("fusion", c, n.train * r.fusion_s_per_case),
+            "cluster.rates.fusion_s_per_case x training cases / shards",
+        ),
+    ),
+    Job(
+        name="strategy2-data",
+        work="the multi-label nnU-Net dataset of the fused maps: planned, preprocessed",
+        after=("fusion",),
+        gpu=False,
+        units=_one,
+        run=_run_s2_data,
+        estimate=lambda c, n, r: (
+            n.train * r.preprocess_s_per_case,
+            "cluster.rates.preprocess_s_per_case x training cases",
         ),
     ),
     Job(
         name="strategy2-train",
         work="one multi-label nnU-Net fold; resumes from checkpoint_latest.pth",
-        after=("fusion",),
+        after=("strategy2-data",),
         gpu=True,
         units=_s2_folds,
         run=_run_s2_train,
@@ -250,23 +295,48 @@ JOBS: tuple[Job, ...] = (
         ),
     ),
     Job(
-        name="evaluate",
-        work="export the strategy-2 model, predict the held-out cases with both strategies, "
-        "the report",
+        name="strategy2-export",
+        work="the strategy-2 folds as an orgseg model folder (models/strategy2)",
         after=("strategy2-train",),
-        gpu=True,
+        gpu=False,
         units=_one,
-        run=_run_evaluate,
-        needs=lambda c, u: (
-            [("results", _s2_name(c), False)] + [("results", name, False) for name in _s1_names(c)]
-        ),
+        run=_run_s2_export,
+        needs=lambda c, u: [("results", _s2_name(c), False)],
+        estimate=lambda c, n, r: (60.0, "a minute"),
+    ),
+    Job(
+        name="test-predictions",
+        work="a shard of held-out cases predicted by both strategies through the streamed engine",
+        after=("strategy2-export", "cv-dice"),
+        gpu=True,
+        units=_sharded("test-predictions"),
+        run=_run_test_predictions,
+        needs=lambda c, u: [("results", name, False) for name in _s1_names(c)],
         estimate=lambda c, n, r: (
-            n.test * (r.prediction_s_per_case + n.organs * r.pseudo_label_s_per_case_organ),
+            _per_shard(
+                "test-predictions",
+                c,
+                n.test * (r.prediction_s_per_case + n.organs * r.pseudo_label_s_per_case_organ),
+            ),
             "cluster.rates.prediction_s_per_case + organs x pseudo_label_s_per_case_organ, "
-            "x test cases",
+            "x test cases / shards",
         ),
     ),
+    Job(
+        name="report",
+        work="scores of both strategies, tables, tests, plots, CV and chunking tables",
+        after=("test-predictions",),
+        gpu=False,
+        units=_one,
+        run=_run_report,
+        needs=lambda c, u: (
+            [("results", _s2_name(c), True)] + [("results", name, True) for name in _s1_names(c)]
+        ),
+        estimate=lambda c, n, r: (n.test * 5.0, "5 s x test cases"),
+    ),
 )
+
+assert set(SHARDING) <= {j.name for j in JOBS}, "every sharded job is in the table"
 
 #: the jobs' names in run order (derived from the table)
 JOB_NAMES: tuple[str, ...] = tuple(j.name for j in JOBS)
@@ -279,6 +349,7 @@ def check_config(config: RunConfig) -> RunConfig:
         raise ConfigError(
             f"cluster.stages: unknown jobs {unknown}; jobs are {[*JOB_NAMES, 'bulk']}"
         )
+    check_shards(config)
     return config
 
 
@@ -287,93 +358,3 @@ def job(name: str) -> Job:
         if j.name == name:
             return j
     raise ConfigError(f"unknown job {name!r}; jobs are {list(JOB_NAMES)}")
-
-
-# --- what is done: unit markers (orgseg/pipeline/markers.py), one listing --------------
-
-
-def done_units(config: RunConfig, job_name: str, done: Mapping[str, Mapping[str, str]]) -> set[str]:
-    """The names of ``job_name``'s units that ``done`` (from :func:`committed`) holds."""
-    names = {unit_name(u) for u in job(job_name).units(config)}
-    return names & set(done.get(job_name, {}))
-
-
-def measured_unit_s(config: RunConfig, job_name: str, done: Mapping[str, Mapping[str, str]]):
-    """(median wall seconds of the job's committed units, how many) or (None, 0)."""
-    markers = read_markers(list(done.get(job_name, {}).values()))
-    seconds = [float(m["wall_s"]) for m in markers if "wall_s" in m]
-    return (statistics.median(seconds), len(seconds)) if seconds else (None, 0)
-
-
-def pending(
-    config: RunConfig, done: Mapping[str, Mapping[str, str]] | None = None
-) -> list[tuple[Job, tuple[UnitKey, ...]]]:
-    """Each job with units left, and those units, in run order (one listing, or the one
-    :func:`committed` already gave)."""
-    done = committed(config) if done is None else done
-    out = []
-    for j in JOBS:
-        names = set(done.get(j.name, {}))
-        todo = tuple(u for u in j.units(config) if unit_name(u) not in names)
-        if todo:
-            out.append((j, todo))
-    return out
-
-
-# --- running one unit -------------------------------------------------------------------
-
-
-def run_unit(config: RunConfig, job_name: str, unit: UnitKey, *, force: bool = False) -> str:
-    """Run one unit (skipped when its marker exists), staging nnU-Net's folders when the
-    run root is an object store; commits the unit marker last. Returns a one-line account."""
-    j = job(job_name)
-    if unit not in j.units(config):
-        raise ConfigError(
-            f"job {job_name!r} has no unit {unit_name(unit)!r}; its units are "
-            f"{[unit_name(u) for u in j.units(config)][:20]}"
-        )
-    configure_storage(config.storage)
-    url = marker_url(config, job_name, unit)
-    fs, path = filesystem(url)
-    if not force and fs.exists(path):
-        return f"{job_name} {unit_name(unit)}: already done"
-    t0 = time.perf_counter()
-    with staged(config, j.needs(config, unit)) as cfg:
-        j.run(cfg, unit)
-    wall = time.perf_counter() - t0
-    marker = {
-        "job": job_name,
-        "unit": list(unit),
-        "wall_s": round(wall, 3),
-        "gpu_s": round(wall, 3) if j.gpu and config.nnunet.device == "cuda" else 0.0,
-        "host": socket.gethostname(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_bytes(url, json.dumps(marker).encode())  # committed last
-    return f"{job_name} {unit_name(unit)}: done in {wall:.1f} s"
-
-
-def units_by_name(config: RunConfig, job_name: str, names: Sequence[str]) -> list[UnitKey]:
-    """The units of a job picked by name (``orgseg run JOB --unit NAME``); all when none."""
-    units = job(job_name).units(config)
-    if not names:
-        return list(units)
-    by_name = {unit_name(u): u for u in units}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ConfigError(
-            f"job {job_name!r} has no unit(s) {unknown}; its units are {sorted(by_name)[:30]}"
-        )
-    return [by_name[n] for n in names]
-
-
-def run_job(config: RunConfig, job_name: str, unit_names: Sequence[str] = ()) -> list[str]:
-    """``orgseg run JOB``: the job's units (or the named ones) in this process, through the
-    same path as train-all (staging, done checks, markers)."""
-    out = []
-    units = units_by_name(config, job_name, unit_names)
-    for i, unit in enumerate(units, start=1):
-        log.info("%s: unit %d/%d: %s", job_name, i, len(units), unit_name(unit))
-        out.append(run_unit(config, job_name, unit))
-        log.info("%s", out[-1])
-    return out

@@ -30,6 +30,9 @@ class RunLayout:
     def case_record(self, case_id: str) -> str:
         return join_url(self.root, "cases", f"{case_id}.json")
 
+    def case_exclusion(self, case_id: str) -> str:
+        return join_url(self.root, "cases", f"{case_id}.excluded.json")
+
     def cropped_ct(self, case_id: str) -> str:
         return join_url(self.root, "cases", f"{case_id}_ct.nii.gz")
 
@@ -50,6 +53,13 @@ class RunLayout:
 
     def model(self, strategy: int) -> str:
         return join_url(self.root, "models", f"strategy{strategy}")
+
+    def organ_prediction(self, case_id: str, organ: str) -> str:
+        """A strategy-1 organ model's mask of a test case (fused into its label map)."""
+        return join_url(self.root, "predictions", "strategy1-organs", case_id, f"{organ}.nii.gz")
+
+    def organ_prediction_record(self, case_id: str, organ: str) -> str:
+        return join_url(self.root, "predictions", "strategy1-organs", case_id, f"{organ}.json")
 
     def prediction(self, strategy: int, case_id: str) -> str:
         return join_url(self.root, "predictions", f"strategy{strategy}", f"{case_id}.nii.gz")

@@ -15,8 +15,7 @@ from orgseg.config import RunConfig, TrainingConfig
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.io import write_bytes
-from orgseg.nnunet.predict import Predictor
-from orgseg.nnunet.train import UnitResult, model_folder, read_unit, train_unit
+from orgseg.nnunet.train import UnitResult, read_unit, train_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy1_dataset
 from orgseg.pipeline.layout import RunLayout
@@ -76,19 +75,6 @@ def train_strategy1_unit(config: RunConfig, organ: str, fold: int) -> UnitResult
     """Train one (organ, fold) unit; resumes from its latest checkpoint; skips when done."""
     _, name = strategy1_dataset(config, organ)
     return train_dataset_unit(config, name, fold, config.strategy1_training)
-
-
-def organ_predictor(config: RunConfig, organ: str) -> Predictor:
-    """The organ's strategy-1 fold ensemble (the trained folds of the config), loaded once."""
-    layout = RunLayout.of(config)
-    _, name = strategy1_dataset(config, organ)
-    return Predictor(
-        model_folder(layout.nnunet, name, configuration_name(config)),
-        folds=config.strategy1_training.folds,
-        device=config.nnunet.device,
-        use_mirroring=config.nnunet.use_mirroring,
-        tile_step_size=config.nnunet.tile_step_size,
-    )
 
 
 def collect_cv_dice(config: RunConfig) -> dict[str, float]:

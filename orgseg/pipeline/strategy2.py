@@ -17,16 +17,18 @@ import numpy as np
 from orgseg.catalog import label_ids
 from orgseg.config import RunConfig
 from orgseg.core.fusion import fuse_by_priority
+from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.inference.model import export_model
-from orgseg.io import exists, read_bytes, read_volume, write_volume
+from orgseg.io import exists, join_url, read_bytes, read_volume, write_volume
 from orgseg.io.storage import is_local, sync_up
 from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.pseudo import load_pseudo
+from orgseg.pipeline.organ_masks import committed_names
+from orgseg.pipeline.pseudo import load_pseudo_volume
 from orgseg.pipeline.strategy1 import configuration_name, train_dataset_unit
 
 log = logging.getLogger(__name__)
@@ -38,40 +40,50 @@ def training_ids(config: RunConfig) -> dict[str, int]:
 
 
 def fuse_case(config: RunConfig, case_id: str, cv_dice: dict[str, float]) -> str:
-    """Stage ``fusion`` for one case: one non-overlapping map with training ids."""
+    """One case's non-overlapping map with training ids (manual masks win, then the
+    organ with the higher strategy-1 CV Dice), on the case's cropped grid."""
     layout = RunLayout.of(config)
     url = layout.fused(case_id)
-    if exists(url):
-        return url
     manual = load_manual_masks(layout, case_id)
     masks = {}
+    grid: Volume | None = None
     for organ in config.strategy2_organs:
-        masks[organ] = manual[organ] if organ in manual else load_pseudo(config, case_id, organ)
+        if organ in manual:
+            masks[organ] = manual[organ]
+            continue
+        pseudo = load_pseudo_volume(config, case_id, organ)
+        masks[organ] = np.asarray(pseudo.array) > 0
+        grid = grid or pseudo
     fused = fuse_by_priority(masks, training_ids(config), manual=set(manual), cv_dice=cv_dice)
-    ct = read_volume(layout.cropped_ct(case_id))
-    write_volume(ct.with_array(fused), url)
+    if grid is None:  # every organ manual: the geometry is the cropped CT's
+        grid = read_volume(layout.cropped_ct(case_id))
+    write_volume(grid.with_array(fused), url)  # atomic: its existence is the commit
     return url
 
 
-def run_fusion(config: RunConfig) -> int:
+def run_fusion_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:
+    """Job ``fusion``, one shard of the training cases: each case without a committed
+    fused map is fused (one listing tells which). Returns how many were fused."""
     layout = RunLayout.of(config)
     if not exists(layout.cv_dice(1)):
-        raise JobError(f"no strategy-1 CV Dice at {layout.cv_dice(1)}; train strategy 1 first")
+        raise JobError(f"no strategy-1 CV Dice at {layout.cv_dice(1)}; run job cv-dice first")
     cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
-    cases = load_manifest(config).train
-    for i, case_id in enumerate(cases, start=1):
+    cases = shard_of(load_manifest(config).train, shard, n_shards)
+    done = committed_names(join_url(layout.root, "fused"))
+    todo = [c for c in cases if layout.fused(c).rsplit("/", 1)[-1] not in done]
+    log.info(
+        "fusion shard %d/%d: %d of %d cases to fuse", shard + 1, n_shards, len(todo), len(cases)
+    )
+    for i, case_id in enumerate(todo, start=1):
         fuse_case(config, case_id, cv_dice)
-        if i % 10 == 0 or i == len(cases):
-            log.info("fusion: %d/%d cases", i, len(cases))
-    return len(cases)
+        if i % 10 == 0 or i == len(todo):
+            log.info("fusion shard %d/%d: %d/%d cases", shard + 1, n_shards, i, len(todo))
+    return len(todo)
 
 
 def build_strategy2_dataset(config: RunConfig) -> str:
     layout = RunLayout.of(config)
     dataset_id, name = strategy2_dataset(config)
-
-    def label_of(case_id: str, ct: Volume) -> np.ndarray:
-        return np.asarray(read_volume(layout.fused(case_id)).array)
 
     return build_dataset(
         config,
@@ -79,7 +91,7 @@ def build_strategy2_dataset(config: RunConfig) -> str:
         name=name,
         labels=training_ids(config),
         case_ids=list(load_manifest(config).train),
-        label_of=label_of,
+        label_url_of=layout.fused,
         description="orgseg strategy 2: fused manual + pseudo labels",
     )
 

@@ -13,7 +13,8 @@ from orgseg.config import ClusterConfig, StageResources, load_run_config
 from orgseg.errors import ConfigError
 from orgseg.orchestrate.plan import plan
 from orgseg.orchestrate.sbatch import dependency_of, job_resources, render_sbatch
-from orgseg.pipeline.jobs import JOB_NAMES, JOBS, job, marker_url, pending
+from orgseg.pipeline.jobs import JOB_NAMES, JOBS, job
+from orgseg.pipeline.units import marker_url, pending
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -34,37 +35,53 @@ def _config(tmp_path, **cluster):
 
 def test_the_job_table_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
     config = _config(tmp_path)
+    config = dataclasses.replace(config, shards={"cases": 3, "pseudo-labels": 2})
     assert JOB_NAMES == (
         "cases",
+        "manifest",
         "strategy1-data",
         "strategy1-train",
         "pseudo-labels",
+        "cv-dice",
         "fusion",
+        "strategy2-data",
         "strategy2-train",
-        "evaluate",
+        "strategy2-export",
+        "test-predictions",
+        "report",
     )
     units = {j.name: j.units(config) for j in JOBS}
     assert units["strategy1-train"] == (("liver", 0), ("liver", 1), ("lungs", 0), ("lungs", 1))
     assert units["strategy2-train"] == ((0,), (1,))
-    assert job("fusion").after == ("pseudo-labels",)
-    for j in JOBS[1:]:  # a chain: each job after the one before
-        assert j.after == (JOB_NAMES[JOB_NAMES.index(j.name) - 1],)
-    # nothing committed yet: everything is pending, chained as above
+    # case-level jobs are arrays of (shard, count): named counts, else one shard per
+    # cases_per_shard of the cases found (none here: one shard, recorded in the run)
+    assert units["cases"] == ((0, 3), (1, 3), (2, 3))
+    assert units["pseudo-labels"] == ((0, 2), (1, 2))
+    assert units["fusion"] == ((0, 1),) and units["test-predictions"] == ((0, 1),)
+    assert (tmp_path / "run" / "jobs" / "shards.json").exists()
+    assert units["manifest"] == units["report"] == ((),)
+    assert job("fusion").after == ("pseudo-labels", "cv-dice")
+    assert job("cv-dice").after == ("strategy1-train",)
+    assert job("test-predictions").after == ("strategy2-export", "cv-dice")
+    index = {name: i for i, name in enumerate(JOB_NAMES)}
+    for j in JOBS:  # run order respects every dependency
+        assert all(index[a] < index[j.name] for a in j.after), j.name
+    # nothing committed yet: everything is pending, in run order
     assert [j.name for j, _ in pending(config)] == list(JOB_NAMES)
 
 
 def test_committed_units_come_from_their_markers_in_one_listing(tmp_path):
     from orgseg.io import write_bytes
-    from orgseg.pipeline.jobs import committed
+    from orgseg.pipeline.units import committed
 
     config = _config(tmp_path)
     for unit in (("liver", 0), ("lungs", 1)):
         write_bytes(marker_url(config, "strategy1-train", unit), b'{"wall_s": 100.0}')
-    write_bytes(marker_url(config, "cases", ()), b'{"wall_s": 5.0}')
+    write_bytes(marker_url(config, "manifest", ()), b'{"wall_s": 5.0}')
     done = committed(config)
     assert set(done["strategy1-train"]) == {"liver_0", "lungs_1"}
     left = dict((j.name, u) for j, u in pending(config))
-    assert "cases" not in left
+    assert "manifest" not in left
     assert left["strategy1-train"] == (("liver", 1), ("lungs", 0))
     costs, _ = plan(config)
     s1 = next(c for c in costs if c.job.name == "strategy1-train")

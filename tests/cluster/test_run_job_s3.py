@@ -31,9 +31,11 @@ def test_orgseg_run_on_an_s3_run_root(bucket, s3_server, tmp_path, monkeypatch, 
         PhantomSetConfig(n_sources=2, n_cases=6, seed=2, organs=("liver", "lungs")),
     )
     assert main(["run", "cases", "-c", str(cfg)]) == 0
+    assert main(["run", "manifest", "-c", str(cfg)]) == 0
     assert main(["run", "strategy1-data", "-c", str(cfg), "--unit", "liver"]) == 0
     out = capsys.readouterr().out
-    assert "cases all: done in" in out and "strategy1-data liver: done in" in out
+    assert "cases 0_1: done in" in out and "manifest all: done in" in out
+    assert "strategy1-data liver: done in" in out
     files = list_files(f"{bucket}/run")
     assert any(f.endswith("/splits_final.json") and "/preprocessed/" in f for f in files)
     marker = json.loads(read_bytes(f"{bucket}/run/units/strategy1-data/liver.json"))

@@ -14,6 +14,7 @@ from orgseg.config import ClusterConfig, load_run_config
 from orgseg.configtools import load_dataclass
 from orgseg.orchestrate.sbatch import site_templates
 from orgseg.pipeline.jobs import JOB_NAMES
+from orgseg.pipeline.shards import SHARDING, RunSize, default_count
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "slurm" / "templates"
@@ -23,7 +24,10 @@ def reference_on_spot_profile():
     config = load_run_config((ROOT / "jobs" / "reference.yaml").read_text())
     profile = yaml.safe_load((ROOT / "jobs" / "profiles" / "spot-gpu.yaml").read_text())
     cluster = load_dataclass(ClusterConfig, profile["cluster"], where="spot-gpu.yaml")
-    return dataclasses.replace(config, cluster=cluster)
+    # the reference study's 4,082 cases (408 held out): the default shard counts
+    size = RunSize(cases=4082, train=3674, test=408, organs=26)
+    shards = {j: default_count(j, size) for j in SHARDING}
+    return dataclasses.replace(config, cluster=cluster, shards=shards)
 
 
 def test_templates_are_what_orgseg_renders():
@@ -39,6 +43,10 @@ def test_templates_are_what_orgseg_renders():
     assert "#SBATCH --partition=spot-gpu" in train and "#SBATCH --qos=preemptible" in train
     assert "#SBATCH --signal=USR2@300" in train
     assert "#SBATCH --dependency=afterok:JOBID-strategy1-data" in train
+    pseudo = (TEMPLATES / "pseudo-labels.sbatch").read_text()
+    assert "#SBATCH --array=0-183%" in pseudo  # 3,674 training cases, 20 per shard
+    fusion = (TEMPLATES / "fusion.sbatch").read_text()
+    assert "#SBATCH --dependency=afterok:JOBID-cv-dice:JOBID-pseudo-labels" in fusion
 
 
 def test_site_config_defines_every_partition_qos_and_gres_the_templates_use():

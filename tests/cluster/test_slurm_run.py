@@ -35,6 +35,8 @@ def _write_config(tmp_path: Path, bucket: str, endpoint: str, **training) -> Pat
         data[key]["folds"] = [0, 1]
         data[key].update(training)
     data["storage"] = {"endpoint_url": endpoint}
+    # case-level jobs as arrays of several shards (the defaults would give one each here)
+    data["shards"] = {"cases": 2, "pseudo-labels": 2}
     data["cluster"] = yaml.safe_load((ROOT / "jobs" / "profiles" / "ci-slurm.yaml").read_text())[
         "cluster"
     ]
@@ -66,7 +68,12 @@ def finished_run(tmp_path_factory, s3_server, slurm_cluster):
     assert main(["train-all", "-c", str(cfg)]) == 0
     submit_s = time.perf_counter() - t0
     sub = load_submission(config)
-    assert sum(len(t) for t in sub.jobs.values()) == 1 + 2 + 4 + 1 + 1 + 2 + 1
+    # cases (2 shards), manifest, strategy1-data (2 organs), strategy1-train (2 x 2),
+    # pseudo-labels (2 shards), cv-dice, fusion, strategy2-data, strategy2-train (2),
+    # strategy2-export, test-predictions, report
+    units = {name: len(t) for name, t in sub.jobs.items()}
+    assert units["cases"] == 2 and units["pseudo-labels"] == 2 and units["fusion"] == 1
+    assert sum(units.values()) == 2 + 1 + 2 + 4 + 2 + 1 + 1 + 1 + 2 + 1 + 1 + 1
     # the S3 endpoint goes away for 3 s while jobs read and write: retries, not data loss
     from orgseg.pipeline.layout import RunLayout
 
@@ -123,8 +130,8 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint(finished_run, tmp_
 
     from orgseg.orchestrate.runner import UnitTask
     from orgseg.pipeline.datasets import strategy1_dataset
-    from orgseg.pipeline.jobs import marker_url
     from orgseg.pipeline.staging import nnunet_root
+    from orgseg.pipeline.units import marker_url
 
     cfg, config, *_ = finished_run
     scratch = tmp_path / "scratch"
@@ -189,7 +196,8 @@ def test_a_pseudo_label_task_killed_mid_shard_then_rerun(finished_run):
     for c, o in todo:  # the shard's work is to be done again
         remove(layout.pseudo_record(c, o))
         remove(layout.pseudo_mask(c, o))
-    from orgseg.pipeline.jobs import job, marker_url
+    from orgseg.pipeline.jobs import job
+    from orgseg.pipeline.units import marker_url
 
     for unit in job("pseudo-labels").units(config):  # and its unit is no longer committed
         remove(marker_url(config, "pseudo-labels", unit))
@@ -202,15 +210,22 @@ def test_a_pseudo_label_task_killed_mid_shard_then_rerun(finished_run):
     assert main(["train-all", "-c", str(cfg)]) == 0
     sub = load_submission(config)
     assert list(sub.jobs) == ["pseudo-labels"]  # everything else is committed
+    assert len(sub.jobs["pseudo-labels"]) == 2  # both shards
     task = sub.jobs["pseudo-labels"][0]["task"]
-    committed = lambda: [x for x in todo if exists(layout.pseudo_record(*x))]  # noqa: E731
+    assert sub.jobs["pseudo-labels"][0]["unit"] == [0, 2]
+    from orgseg.core.splits import shard_of
+
+    mine = [x for x in todo if x[0] in shard_of(manifest.train, 0, 2)]  # shard 0's work
+    assert len(mine) >= 2
+    committed = lambda: [x for x in mine if exists(layout.pseudo_record(*x))]  # noqa: E731
     _wait_for(lambda: len(committed()) >= 1, 600, "a first committed pseudo-label")
     subprocess.run(["scancel", "--signal=KILL", "--full", task], check=True)
     _wait_for(
         lambda: "PENDING" not in _state(task) and "RUNNING" not in _state(task), 120, "the kill"
     )
     before = {x: read_bytes(layout.pseudo_record(*x)) for x in committed()}
-    assert 1 <= len(before) < len(todo), "killed mid-shard"
+    assert 1 <= len(before) < len(mine), "killed mid-shard"
+    assert not exists(marker_url(config, "pseudo-labels", (0, 2)))
     assert main(["train-all", "-c", str(cfg), "--wait", "--wait-timeout", "900"]) == 0
     for x in todo:
         assert exists(layout.pseudo_mask(*x)) and exists(layout.pseudo_record(*x))

@@ -8,8 +8,9 @@ import pytest
 
 from orgseg.config import RunConfig
 from orgseg.io import read_volume
-from orgseg.pipeline.cases import build_manifest, load_manual_masks, resolve_registry
+from orgseg.pipeline.cases import load_manual_masks, resolve_registry
 from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.manifest import build_manifest
 from orgseg.pipeline.scan import scan_sources, write_scan
 
 pytestmark = pytest.mark.s3

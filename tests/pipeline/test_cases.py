@@ -11,8 +11,9 @@ from orgseg.config import RunConfig
 from orgseg.core.crop import crop
 from orgseg.core.orientation import to_canonical
 from orgseg.io import load_ct, read_volume
-from orgseg.pipeline.cases import build_manifest, load_manual_masks
+from orgseg.pipeline.cases import load_manual_masks
 from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.manifest import build_manifest
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from orgseg.config import RunConfig
 from orgseg.io import read_volume
-from orgseg.pipeline.cases import build_manifest, load_manual_masks
+from orgseg.pipeline.cases import load_manual_masks
 from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.manifest import build_manifest
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,10 @@ def test_orgseg_run_cases_builds_the_run_layout_with_one_summary_line(releases, 
     )
     with caplog.at_level(logging.INFO, logger="orgseg"):
         assert main(["run", "cases", "-c", str(cfg)]) == 0
+        # the shard committed one record per case, and the exclusion with its reason
+        assert (tmp_path / "run" / "cases" / "lits_29.excluded.json").exists()
+        assert not (tmp_path / "run" / "manifest.json").exists()
+        assert main(["run", "manifest", "-c", str(cfg)]) == 0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest) >= {"cases", "train", "test", "excluded"}
     for case in manifest["cases"]:
