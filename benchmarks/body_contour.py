@@ -12,6 +12,11 @@ RSS is its own), on the same input file, in the same run. Reported:
 Targets (issue #2): time(orgseg) <= 0.2 x time(reference), RSS(orgseg) <= RSS(reference),
 mask at least as good (table removed, body filled).
 
+Then the whole processes, as a user runs them (issue #16): ``orgseg body-mask -i CT -o
+MASK`` (start-up, reading, checks, contour, patient size, writing) against the reference
+script's whole process (SimpleITK read, the algorithm, the mask written), wall seconds
+of each; target process_time_ratio <= 0.2.
+
     .venv/bin/python benchmarks/body_contour.py [--slices 300] [--size 512]
 """
 
@@ -20,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +36,9 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "totalseg_exampl
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from orgseg.io.memory import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def current_rss_mb() -> float:
@@ -158,11 +164,32 @@ def score(
     }
 
 
+def reference_process(ct_path: str, out_path: str) -> None:
+    """The reference script as a user would run it: read, the algorithm, write."""
+    image = sitk.ReadImage(ct_path)
+    sitk.WriteImage(sitk.Cast(reference_mask(image), sitk.sitkUInt8), out_path, True)
+
+
+def whole_process_s(args: list[str]) -> float:
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument(
+        "--reference-process", nargs=2, metavar=("CT", "MASK"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.reference_process:
+        reference_process(*args.reference_process)
+        return
 
     from orgseg.core.orientation import to_canonical
     from orgseg.io import read_volume
@@ -180,6 +207,14 @@ def main() -> None:
             results[method] = queue.get()
             proc.join()
             results[method]["mask"] = out
+        process_s = {
+            "reference": whole_process_s(
+                [__file__, "--reference-process", str(ct_path), str(folder / "ref_mask.nii.gz")]
+            ),
+            "orgseg": whole_process_s(
+                ["-m", "orgseg", "body-mask", "-i", str(ct_path), "-o", str(folder / "mask.nii.gz")]
+            ),
+        }
         ct, _ = to_canonical(read_volume(str(ct_path)))
         seg, _ = to_canonical(read_volume(str(seg_path)))
         for r in results.values():
@@ -201,6 +236,10 @@ def main() -> None:
             f"{r['cushion_voxels_kept']:12d} {r['organ_voxels_missed']:12d} "
             f"{r['hole_voxels_in_every_10th_slice']:6d}"
         )
+    print(
+        f"whole process: reference script {process_s['reference']:.2f} s, "
+        f"orgseg body-mask {process_s['orgseg']:.2f} s"
+    )
     ref, ours = results["reference"], results["orgseg"]
     time_ratio = ours["algo_s"] / ref["algo_s"]
     rss_ratio = ours["peak_rss_mb"] / ref["peak_rss_mb"]
@@ -209,7 +248,8 @@ def main() -> None:
         f"time_ratio={time_ratio:.3f} rss_ratio={rss_ratio:.3f} "
         f"table_kept={ours['table_voxels_kept']} vs {ref['table_voxels_kept']} "
         f"cushion_kept={ours['cushion_voxels_kept']} vs {ref['cushion_voxels_kept']} "
-        f"organ_missed={ours['organ_voxels_missed']} vs {ref['organ_voxels_missed']}"
+        f"organ_missed={ours['organ_voxels_missed']} vs {ref['organ_voxels_missed']} "
+        f"process_time_ratio={process_s['orgseg'] / process_s['reference']:.3f}"
     )
 
 

@@ -37,13 +37,22 @@ def _block_factors(spacing_mm: Sequence[float], working_spacing_mm: float) -> tu
     return tuple(max(1, int(round(working_spacing_mm / s))) for s in spacing_mm)  # type: ignore[return-value]
 
 
-def _plane_means(ct: np.ndarray, fy: int, fx: int, fill: float) -> np.ndarray:
-    """Mean HU of fy x fx in-plane blocks, for every axial slice: (Z, Y/fy, X/fx)."""
+def _plane_means(ct: np.ndarray, fy: int, fx: int, fill: float, rows: int = 16) -> np.ndarray:
+    """Mean HU of fy x fx in-plane blocks, for every axial slice: (Z, Y/fy, X/fx); a slab
+    of slices at a time, so a plane that the blocks do not divide is padded a slab at a
+    time, never as a copy of the whole scan."""
     pads = [(0, 0), (0, (-ct.shape[1]) % fy), (0, (-ct.shape[2]) % fx)]
-    if pads[1][1] or pads[2][1]:
-        ct = np.pad(ct, pads, mode="constant", constant_values=fill)
-    z, y, x = ct.shape
-    return ct.reshape(z, y // fy, fy, x // fx, fx).mean(axis=(2, 4), dtype=np.float32)
+    y, x = ct.shape[1] + pads[1][1], ct.shape[2] + pads[2][1]
+    out = np.empty((ct.shape[0], y // fy, x // fx), dtype=np.float32)
+    for a in range(0, ct.shape[0], rows):
+        slab = ct[a : a + rows]
+        if pads[1][1] or pads[2][1]:
+            slab = np.pad(slab, pads, mode="constant", constant_values=fill)
+        n = slab.shape[0]
+        out[a : a + n] = slab.reshape(n, y // fy, fy, x // fx, fx).mean(
+            axis=(2, 4), dtype=np.float32
+        )
+    return out
 
 
 def _z_max(plane_means: np.ndarray, fz: int, fill: float) -> np.ndarray:

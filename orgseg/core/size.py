@@ -23,6 +23,8 @@ SizeGroup = Literal["adult", "paediatric"]
 #: below this median effective diameter a patient is flagged paediatric (heuristic: adult
 #: trunks measure about 240-380 mm; children below 10 years mostly under 220 mm)
 PAEDIATRIC_MAX_ED_MM = 220.0
+#: axial slices measured at a time (the float32 temporaries stay a few MB)
+_SLAB_ROWS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,15 @@ def water_equivalent_diameter(
             f"expected a 3D CT and body mask of one shape, got {ct_hu.shape} and {body.shape}"
         )
     pixel_area = float(spacing_mm[1]) * float(spacing_mm[2])
-    rel = np.clip(ct_hu.astype(np.float32) / 1000.0 + 1.0, 0.0, None)
-    area = (rel * body).sum(axis=(1, 2), dtype=np.float64) * pixel_area
+    area = np.empty(ct_hu.shape[0], dtype=np.float64)
+    for a in range(0, ct_hu.shape[0], _SLAB_ROWS):  # a slab at a time: no full-size floats
+        rel = ct_hu[a : a + _SLAB_ROWS].astype(np.float32)
+        np.divide(rel, 1000.0, out=rel)
+        rel += 1.0
+        np.maximum(rel, 0.0, out=rel)
+        rel *= body[a : a + _SLAB_ROWS]
+        area[a : a + _SLAB_ROWS] = rel.sum(axis=(1, 2), dtype=np.float64)
+    area *= pixel_area
     wed = 2.0 * np.sqrt(area / np.pi)
     wed[~body.any(axis=(1, 2))] = np.nan
     return wed

@@ -17,13 +17,9 @@ import numpy as np
 
 from orgseg.core.volume import Grid
 from orgseg.errors import DataContractError
+from orgseg.io.nifti import check_claimed_size, nifti_geometry
 from orgseg.io.storage import filesystem, local_copy, read_head, split_suffix
-from orgseg.io.volumes import (
-    check_claimed_size,
-    checked_itk_info,
-    first_error_line,
-    nifti_geometry,
-)
+from orgseg.io.volumes import checked_itk_info, first_error_line
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +69,7 @@ def read_header(url: str) -> ImageHeader:
     """The grid an image file claims, without reading its voxels.
 
     Raises :class:`DataContractError` for a header that is unreadable, or that claims
-    more voxels than the file can hold (see :func:`orgseg.io.volumes.check_claimed_size`).
+    more voxels than the file can hold (see :func:`orgseg.io.nifti.check_claimed_size`).
     """
     _, suffix = split_suffix(url)
     suffix = suffix.lower()

@@ -13,6 +13,7 @@ from orgseg.core.orientation import Reorientation, from_canonical, to_canonical
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
+from orgseg.io.nifti import check_claimed_size, read_nifti
 from orgseg.io.storage import atomic_local_path, filesystem, local_copy, split_suffix
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,9 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                     f"series folder, got a file with suffix {suffix!r}"
                 )
             if suffix.lower() in (".nii", ".nii.gz"):
-                return _read_nifti(path, url)
+                volume = read_nifti(path, url)
+                check_geometry(volume, name=url)
+                return volume
             try:
                 checked_itk_info(path, url)
                 image = sitk.ReadImage(path)
@@ -190,137 +193,6 @@ def checked_itk_info(path: str, url: str) -> sitk.ImageFileReader:
         compressed=True,  # NRRD/MHA may be compressed: only the deflate bound is sure
     )
     return reader
-
-
-def _read_nifti(path: str, url: str) -> Volume:
-    """NIfTI through nibabel: ITK silently zero-fills truncated gzip files, turns NaN into
-    0 and replaces a zero pixdim by 1 mm; nibabel reports all three."""
-    import nibabel as nib
-
-    _check_nifti_header(path, url)
-    try:
-        image = nib.load(path)
-        data = np.asarray(image.dataobj)
-    except Exception as exc:  # nibabel and gzip raise many types for damaged files
-        raise DataContractError(
-            f"{url}: cannot read the image ({type(exc).__name__}: {exc}); the file is "
-            "truncated, corrupt or not an image: re-download or re-export it"
-        ) from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataContractError(
-            f"{url}: expected a 3D image, got a {data.ndim}D image of shape {data.shape}; "
-            "orgseg segments 3D CT volumes (split 4D series, stack 2D slices into a series)"
-        )
-    if 1 in data.shape:
-        raise DataContractError(
-            f"{url}: expected a 3D volume, got a single slice (shape {data.shape}); "
-            "a 2D image cannot be segmented in 3D"
-        )
-    spacing, origin, direction = nifti_geometry(np.asarray(image.affine, dtype=float), url)
-    volume = Volume(
-        np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
-        spacing_mm=spacing,
-        origin_mm=origin,
-        direction=direction,
-    )
-    check_geometry(volume, name=url)
-    return volume
-
-
-def nifti_geometry(
-    affine: np.ndarray, url: str
-) -> tuple[tuple[float, float, float], tuple[float, float, float], np.ndarray]:
-    """(spacing (z, y, x), LPS origin, direction rows (z, y, x)) of a NIfTI affine, whose
-    columns are the file's axes i, j, k in RAS; the array is read as (k, j, i)."""
-    ras_to_lps = np.array([-1.0, -1.0, 1.0])
-    columns = affine[:3, :3] * ras_to_lps[:, None]  # column c: file axis c (i, j, k) in LPS
-    spacing = np.linalg.norm(columns, axis=0)
-    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise DataContractError(
-            f"{url}: expected positive voxel spacing, the affine gives {spacing.tolist()} mm; "
-            "fix the NIfTI header"
-        )
-    direction = np.stack([columns[:, 2 - a] / spacing[2 - a] for a in range(3)])
-    return (
-        tuple(float(spacing[2 - a]) for a in range(3)),  # type: ignore[return-value]
-        tuple(float(v) for v in affine[:3, 3] * ras_to_lps),  # type: ignore[return-value]
-        direction,
-    )
-
-
-def _check_nifti_header(path: str, url: str) -> None:
-    """Refuse zero or negative pixdim (readers would silently replace them)."""
-    import gzip
-
-    import nibabel as nib
-
-    try:
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            # check=False: read pixdim as stored (nibabel's checks would "fix" it silently)
-            header = nib.Nifti1Header.from_fileobj(fh, check=False)
-    except Exception as exc:  # nibabel raises many types for a damaged header
-        raise DataContractError(
-            f"{url}: cannot read the NIfTI header ({type(exc).__name__}: {exc}); the file is "
-            "truncated, corrupt or not NIfTI: re-download or re-export it"
-        ) from None
-    check_claimed_size(
-        url,
-        dims=[int(d) for d in header["dim"][1 : int(header["dim"][0]) + 1]],
-        bytes_per_voxel=max(int(header["bitpix"]), 8) / 8,
-        file_bytes=os.path.getsize(path),
-        compressed=path.lower().endswith(".gz"),
-        data_offset=int(header["vox_offset"]),
-    )
-    pixdim = [float(v) for v in header["pixdim"][1:4]]
-    ndim = int(header["dim"][0])
-    if ndim >= 3 and any(not (v > 0) for v in pixdim[: min(ndim, 3)]):
-        raise DataContractError(
-            f"{url}: expected positive voxel spacing, the NIfTI header says pixdim "
-            f"{pixdim} mm; fix the header (pixdim[1:4]) or re-export the image"
-        )
-
-
-#: no CT needs more voxels than this (2**31: e.g. 1024 x 1024 x 2048); a header that
-#: claims more is corrupt or hostile, and reading it would exhaust a node's memory
-MAX_VOXELS = 2**31
-#: deflate (gzip) cannot expand data more than about 1032:1; a compressed file claiming
-#: more than this many times its size is truncated or lying
-MAX_DEFLATE_RATIO = 1100
-
-
-def check_claimed_size(
-    url: str,
-    *,
-    dims: Sequence[int],
-    bytes_per_voxel: float,
-    file_bytes: int,
-    compressed: bool,
-    data_offset: int = 0,
-) -> None:
-    """Refuse a header whose grid the file cannot hold, before allocating anything.
-
-    A 1.3 KB file whose header claims 2000 x 2000 x 2000 voxels would otherwise make the
-    reader allocate 16 GB before failing (and a low-RAM node kill the whole batch).
-    """
-    voxels = int(np.prod([max(int(d), 1) for d in dims], dtype=np.int64))
-    claimed = voxels * bytes_per_voxel
-    grid = " x ".join(str(int(d)) for d in dims)
-    if voxels > MAX_VOXELS:
-        raise DataContractError(
-            f"{url}: the header claims a grid of {grid} ({voxels:,} voxels), above the "
-            f"{MAX_VOXELS:,} any CT needs; the header is corrupt: re-export the image"
-        )
-    limit = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - data_offset
-    if claimed > limit:
-        raise DataContractError(
-            f"{url}: the header claims a grid of {grid} ({claimed / 1e6:,.1f} MB of voxels) "
-            f"but the file holds only {file_bytes:,} bytes"
-            + (" (more than gzip can expand)" if compressed else "")
-            + "; the file is truncated or its header is corrupt: re-download or re-export it"
-        )
 
 
 def looks_like_dicom(url: str) -> bool:

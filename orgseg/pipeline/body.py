@@ -7,6 +7,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from orgseg.core.body import body_mask
 from orgseg.core.crop import bounding_box, crop_volume
 from orgseg.core.size import patient_size
@@ -41,15 +43,16 @@ def run_body_mask(
     """Compute the body mask of a CT and write it in the CT's own geometry."""
     t0 = time.perf_counter()
     ct, reorientation = load_ct(ct_url, series_uid=series_uid)
-    mask = body_mask(ct.array, spacing_mm=ct.spacing_mm)
-    save_like(mask.astype("uint8"), reorientation, mask_url)
+    mask = np.asarray(body_mask(ct.array, spacing_mm=ct.spacing_mm))
+    save_like(mask.view(np.uint8), reorientation, mask_url)  # a view: no copy
     box = bounding_box(mask, spacing_mm=ct.spacing_mm, margin_mm=margin_mm)
     if crop_url is not None:
         write_volume(crop_volume(ct, box), crop_url)
     size = patient_size(ct.array, mask, spacing_mm=ct.spacing_mm)
+    voxels = int(np.count_nonzero(mask))
     result = BodyMaskResult(
-        voxels=int(mask.sum()),
-        volume_ml=float(mask.sum()) * ct.voxel_volume_ml,
+        voxels=voxels,
+        volume_ml=voxels * ct.voxel_volume_ml,
         crop_start=box.start,
         crop_stop=box.stop,
         median_wed_mm=round(size.median_wed_mm, 1),
