@@ -40,6 +40,9 @@ bench-chunked: setup
 bench-body: setup
 	$(BIN)/python benchmarks/body_contour.py
 
+bench-pseudo: setup
+	$(BIN)/python benchmarks/pseudo_labels.py
+
 # the whole method on a Slurm cluster: make train-all CONFIG=jobs/reference.yaml
 CONFIG ?= jobs/reference.yaml
 train-all: setup

@@ -154,6 +154,12 @@ def test_dry_run_prices_the_reference_run_from_documented_rates(tmp_path, capsys
     expected = train * 26 * rates.pseudo_label_s_per_case_organ / 3600
     assert by["pseudo-labels"].gpu_h == pytest.approx(expected)
     assert by["cases"].gpu_h == 0.0 and by["cases"].cpu_h > 0
+    # the critical path is the longest chain: cv-dice runs beside pseudo-labels, off it
+    from orgseg.orchestrate.plan import critical_path_h
+
+    chain = [n for n in by if n != "cv-dice"]
+    assert critical_path_h(costs) == pytest.approx(sum(by[n].wall_h for n in chain))
+    assert critical_path_h(costs) < sum(c.wall_h for c in costs)
     assert main(["train-all", "-c", str(cfg), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "cluster.rates.pseudo_label_s_per_case_organ" in out and "critical path" in out
