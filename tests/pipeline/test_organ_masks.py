@@ -5,6 +5,7 @@ loaded once, every mask equal to the engine on that case, committed with its rec
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,6 @@ def test_each_ct_read_once_each_model_loaded_once(phantom_model_dir, tmp_path):
             expected = seg.labels == model.labels[organ]
             assert expected.any()
             np.testing.assert_array_equal(mask, expected.astype(np.uint8))
-            record = json.loads(open(targets.record(case_id, organ)).read())
+            record = json.loads(Path(targets.record(case_id, organ)).read_text())
             assert record["voxels"] == int(expected.sum()) and record["engine"] == "stream"
             assert record["organ"] == organ and record["folds"] == [0]
