@@ -109,9 +109,9 @@ def run_streamed(models: dict[str, str], cases: list[str], out: str) -> None:
             targets,
             load_model=lambda organ: SegmentationModel(models[organ]),
         )
-    # the body contours the streamed masks were cropped to, for the comparison
-    for c, cached in cache._cases.items():  # noqa: SLF001 - benchmark introspection
-        np.save(f"{out}/{c}_body.npy", cached.body.bits)
+        # the body contours the streamed masks were cropped to, for the comparison
+        for c in ids:
+            np.save(f"{out}/{c}_body.npy", cache.cached(c).body.bits)
 
 
 def child(method: str, models: dict, cases: list, out: str, queue) -> None:  # noqa: ANN001

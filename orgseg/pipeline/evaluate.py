@@ -10,9 +10,9 @@ import numpy as np
 
 from orgseg.catalog import label_ids
 from orgseg.config import RunConfig
-from orgseg.core.crop import crop
+from orgseg.core.crop import crop, uncrop
 from orgseg.core.fusion import fuse_by_priority
-from orgseg.core.orientation import to_canonical
+from orgseg.core.orientation import Reorientation, to_canonical
 from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
 from orgseg.evaluation.chunking import CHUNKING_COLUMNS, chunking_rows, chunking_table
@@ -31,6 +31,7 @@ from orgseg.pipeline.cases import CaseRecord, Manifest, load_manifest, load_manu
 from orgseg.pipeline.datasets import strategy1_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.organ_masks import (
+    CaseCache,
     MaskTargets,
     case_cache,
     committed_names,
@@ -50,10 +51,13 @@ def _chunking_url(config: RunConfig, case_id: str) -> str:
 
 def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:
     """Job ``test-predictions``, one shard of the held-out cases: label maps (catalog ids,
-    the input's geometry) of both strategies, through the same streamed engine on the
-    same whole CTs, each CT read and body-contoured once. Strategy 1's organ masks are
-    committed one by one (``predictions/strategy1-organs/<case>/``), then fused by CV
-    Dice; a shard killed mid-way resumes at its first uncommitted mask. The shard that
+    the input's geometry) of both strategies, through the same streamed engine, each CT
+    read and body-contoured once. Each strategy sees what it was trained for: strategy 2
+    the whole CT (as ``orgseg segment`` runs the exported model), strategy 1's organ
+    models the case's body-cropped CT (as their training cases and the pseudo-labels);
+    their organ masks are committed one by one (``predictions/strategy1-organs/<case>/``,
+    cropped grid), then fused by CV Dice and put back on the whole grid. A shard killed
+    mid-way resumes at its first uncommitted mask. The shard that
     holds the first ``evaluation.chunking_cases`` test cases also writes their chunking
     rows. Returns how many label maps it wrote."""
     layout = RunLayout.of(config)
@@ -85,8 +89,14 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
         case = manifest.case(case_id)
         return load_ct(case.image_url, series_uid=case.series_uid)
 
+    def read_cropped(case_id: str):  # noqa: ANN202
+        return read_volume(layout.cropped_ct(case_id)), None
+
     written = 0
-    with case_cache(read, body_crop=engine.body_crop) as cache:
+    with (
+        case_cache(read, body_crop=engine.body_crop) as cache,
+        case_cache(read_cropped, body_crop=engine.body_crop) as cropped,
+    ):
         if todo2 or chunk_cases:
             with local_copy(layout.model(2)) as model_dir:  # staged once when remote
                 model = SegmentationModel(model_dir, model_options(config, None))
@@ -102,7 +112,7 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
         predict_organ_masks(
             config,
             organs_todo,
-            cache,
+            cropped,
             MaskTargets(mask=layout.organ_prediction, record=layout.organ_prediction_record),
             what="strategy-1 test masks",
         )
@@ -116,11 +126,21 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
             }
             fused = fuse_by_priority(masks, ids, manual=(), cv_dice=cv_dice)
             del masks
-            _, cached = cache.get(case_id)
-            save_like(fused, cached.extra, layout.prediction(1, case_id))  # type: ignore[arg-type]
+            whole = uncrop(fused, manifest.case(case_id).crop_box)
+            save_like(
+                whole, _reorientation(manifest.case(case_id), cache), layout.prediction(1, case_id)
+            )
             written += 1
             log.info("strategy 1: %s", case_id)
     return written
+
+
+def _reorientation(case: CaseRecord, cache: CaseCache) -> Reorientation:
+    """The way back to the case's file frame: from the CT this shard read, else read now."""
+    hit = cache.cached(case.case_id)
+    if hit is not None:
+        return hit.extra  # type: ignore[return-value]
+    return load_ct(case.image_url, series_uid=case.series_uid)[1]
 
 
 def _organ_masks_todo(config: RunConfig, case_ids: list[str]) -> dict[str, list[str]]:

@@ -102,6 +102,10 @@ class CaseCache:
         self._cases: dict[str, CachedCase] = {}
         self.reads = 0
 
+    def cached(self, case_id: str) -> CachedCase | None:
+        """The case if this process already read it, without reading it."""
+        return self._cases.get(case_id)
+
     def get(self, case_id: str) -> tuple[Volume, CachedCase]:
         hit = self._cases.get(case_id)
         if hit is not None:
