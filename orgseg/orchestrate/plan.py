@@ -78,7 +78,7 @@ def plan_text(config: RunConfig, costs: Sequence[JobCost], counted_from: str) ->
         f"run root: {config.run_root}   executor: {config.cluster.executor}   "
         f"jobs folder: {config.cluster.jobs_dir}   cases counted from {counted_from}",
         "",
-        f"{'job':<16} {'units':>6}  {'after':<16} {'resources':<40} {'s/unit':>9} "
+        f"{'job':<16} {'units':>6}  {'after':<24} {'resources':<40} {'s/unit':>9} "
         f"{'GPU h':>9} {'wall h':>7}  basis",
     ]
     names = {c.job.name for c in costs}
@@ -90,7 +90,7 @@ def plan_text(config: RunConfig, costs: Sequence[JobCost], counted_from: str) ->
         )
         after = ",".join(a for a in c.job.after if a in names) or "-"
         lines.append(
-            f"{c.job.name:<16} {len(c.units):>6}  {after:<16} {res:<40} {c.unit_s:>9.0f} "
+            f"{c.job.name:<16} {len(c.units):>6}  {after:<24} {res:<40} {c.unit_s:>9.0f} "
             f"{c.gpu_h:>9.1f} {c.wall_h:>7.1f}  {c.basis}"
         )
     lines += [
