@@ -78,6 +78,12 @@ def make_cases(work: Path, n: int) -> list[str]:
     return urls
 
 
+def setup(work: Path, n_cases: int) -> None:
+    models = {o: str(p) for o, p in train_models(work).items()}
+    cases = make_cases(work, n_cases)
+    (work / "setup.json").write_text(json.dumps({"models": models, "cases": cases}))
+
+
 def run_previous(models: dict[str, str], cases: list[str], out: str) -> None:
     from orgseg.io import read_volume, write_volume
     from orgseg.nnunet.predict import Predictor
@@ -146,10 +152,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    ctx = mp.get_context("spawn")  # models and phantoms made in a child: the parent stays small
-    with ctx.Pool(1) as pool:
-        models = {o: str(p) for o, p in pool.apply(train_models, (work,)).items()}
-        cases = pool.apply(make_cases, (work, args.cases))
+    # models and phantoms made in a child (not daemonic: nnU-Net's preprocessing starts
+    # its own workers), so the parent stays small
+    proc = mp.get_context("spawn").Process(target=setup, args=(work, args.cases))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"setup failed with exit code {proc.exitcode}")
+    made = json.loads((work / "setup.json").read_text())
+    models, cases = made["models"], made["cases"]
     from orgseg.core.body import PackedMask
     from orgseg.io import read_volume
 

@@ -41,6 +41,9 @@ class Job:
     #: seconds one unit takes at the cluster profile's documented rates, and the rate used
     estimate: Callable[[RunConfig, RunSize, CostRates], tuple[float, str]]
     needs: Callable[[RunConfig, UnitKey], list[Need]] = lambda config, unit: []
+    #: runs on nnU-Net's folders staged to scratch when they live in an object store
+    #: (False: the unit reads them where they are committed, and writes none)
+    staged: bool = True
 
 
 # --- the units and runners of each job -------------------------------------------------
@@ -329,7 +332,7 @@ JOBS: tuple[Job, ...] = (
         gpu=False,
         units=_one,
         run=_run_report,
-        # nothing staged: the CV table reads the fold summaries where they are committed
+        staged=False,  # the CV table reads the fold summaries where they are committed
         estimate=lambda c, n, r: (n.test * 5.0, "5 s x test cases"),
     ),
 )

@@ -90,8 +90,11 @@ def run_unit(config: RunConfig, job_name: str, unit: UnitKey, *, force: bool = F
     if not force and fs.exists(path):
         return f"{job_name} {unit_name(unit)}: already done"
     t0 = time.perf_counter()
-    with staged(config, j.needs(config, unit)) as cfg:
-        j.run(cfg, unit)
+    if j.staged:
+        with staged(config, j.needs(config, unit)) as cfg:
+            j.run(cfg, unit)
+    else:
+        j.run(config, unit)
     wall = time.perf_counter() - t0
     marker = {
         "job": job_name,
