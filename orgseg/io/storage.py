@@ -88,6 +88,16 @@ def list_files(url: str) -> list[str]:
     return sorted(base + p[len(root) :] for p in fs.find(path))
 
 
+def names_in(url: str) -> set[str]:
+    """The names directly inside folder/prefix ``url``: one listing, and an empty set
+    (no error) when it does not exist yet, as for outputs a job has not written."""
+    fs, path = filesystem(url)
+    try:
+        return {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    except FileNotFoundError:
+        return set()
+
+
 def list_entries(url: str) -> list[tuple[str, bool]]:
     """The names directly inside folder/prefix ``url`` with an is-folder flag, sorted."""
     fs, path = filesystem(url)

@@ -28,7 +28,7 @@ from orgseg.core.size import patient_size
 from orgseg.core.splits import shard_of
 from orgseg.errors import ConfigError, DataContractError
 from orgseg.io import exists, join_url, load_ct, read_bytes, write_bytes, write_volume
-from orgseg.io.storage import filesystem
+from orgseg.io.storage import filesystem, names_in
 from orgseg.pipeline.discovery import CaseFiles, discover_source
 from orgseg.pipeline.exclusions import Exclusion, exclusion, load_exclusions, triage
 from orgseg.pipeline.layout import RunLayout
@@ -258,21 +258,9 @@ def prepare_or_exclude(
         return ex
 
 
-def _found_cases(config: RunConfig) -> tuple[SourceRegistry, dict[str, str], list[CaseFiles]]:
-    """The registry, the source folders, and the usable cases (triaged) of the run."""
-    registry = resolve_registry(config)
-    folders, found = discover_cases(config, registry)
-    usable, _, _ = triage(found, load_exclusions(config))
-    return registry, folders, usable
-
-
 def committed_case_files(layout: RunLayout) -> set[str]:
     """Names of the files under ``<run_root>/cases/``: one (paginated) listing."""
-    fs, path = filesystem(join_url(layout.root, "cases"))
-    try:
-        return {str(p).rsplit("/", 1)[-1] for p in fs.find(path)}
-    except FileNotFoundError:
-        return set()
+    return names_in(join_url(layout.root, "cases"))
 
 
 def prepare_shard(
@@ -287,7 +275,9 @@ def prepare_shard(
     Each case commits its record (or its exclusion) last, so a killed shard resumes at
     its first uncommitted case. Returns how many cases it prepared."""
     layout = RunLayout.of(config)
-    registry, _, usable = _found_cases(config)
+    registry = resolve_registry(config)
+    _, found = discover_cases(config, registry)
+    usable, _, _ = triage(found, load_exclusions(config))
     mine = set(shard_of([c.case_id for c in usable], shard, n_shards))
     done = committed_case_files(layout)
     todo = [

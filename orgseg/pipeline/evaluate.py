@@ -25,7 +25,7 @@ from orgseg.inference.engine import segment_volume
 from orgseg.inference.model import SegmentationModel
 from orgseg.inference.options import DEFAULTS
 from orgseg.io import exists, join_url, load_ct, read_bytes, read_volume, save_like, write_bytes
-from orgseg.io.storage import local_copy
+from orgseg.io.storage import local_copy, names_in
 from orgseg.nnunet.train import model_folder_url
 from orgseg.pipeline.cases import CaseRecord, Manifest, load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import strategy1_dataset, strategy2_dataset
@@ -34,7 +34,7 @@ from orgseg.pipeline.organ_masks import (
     CaseCache,
     MaskTargets,
     case_cache,
-    committed_names,
+    missing_masks,
     model_options,
     predict_organ_masks,
     run_engine_options,
@@ -64,9 +64,7 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
     manifest = load_manifest(config)
     cases = shard_of(manifest.test, shard, n_shards)
     engine = run_engine_options(config)
-    done = {
-        s: committed_names(join_url(layout.root, "predictions", f"strategy{s}")) for s in (1, 2)
-    }
+    done = {s: names_in(join_url(layout.root, "predictions", f"strategy{s}")) for s in (1, 2)}
 
     def todo(strategy: int) -> list[str]:
         return [
@@ -78,7 +76,7 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
     chunk_cases = [c for c in manifest.test[: config.evaluation.chunking_cases] if c in cases]
     chunk_cases = [c for c in chunk_cases if not exists(_chunking_url(config, c))]
     todo2, todo1 = todo(2), todo(1)
-    organs_todo = _organ_masks_todo(config, todo1)
+    organs_todo = missing_masks(config.strategy1_organs, todo1, layout.organ_predictions_dir)
     log.info(
         "test-predictions shard %d/%d: %d strategy-2 maps, %d strategy-1 organ masks, "
         "%d strategy-1 maps", shard + 1, n_shards, len(todo2),
@@ -141,18 +139,6 @@ def _reorientation(case: CaseRecord, cache: CaseCache) -> Reorientation:
     if hit is not None:
         return hit.extra  # type: ignore[return-value]
     return load_ct(case.image_url, series_uid=case.series_uid)[1]
-
-
-def _organ_masks_todo(config: RunConfig, case_ids: list[str]) -> dict[str, list[str]]:
-    """organ -> cases still lacking a committed strategy-1 test mask (one listing each)."""
-    layout = RunLayout.of(config)
-    have = {c: committed_names(layout.organ_prediction(c, "x").rsplit("/", 1)[0]) for c in case_ids}
-    out = {}
-    for organ in config.strategy1_organs:
-        todo = [c for c in case_ids if f"{organ}.json" not in have[c]]
-        if todo:
-            out[organ] = todo
-    return out
 
 
 def _write_chunking_rows(
@@ -264,9 +250,10 @@ def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
     """The chunking table from the rows the test-prediction shards wrote."""
     ev = config.evaluation
     case_ids = list(manifest.test)[: ev.chunking_cases]
-    urls = [_chunking_url(config, c) for c in case_ids]
-    rows = [r for u in urls if exists(u) for r in json.loads(read_bytes(u))]
-    missing = [c for c, u in zip(case_ids, urls) if not exists(u)]
+    urls = {c: _chunking_url(config, c) for c in case_ids}
+    present = {c: u for c, u in urls.items() if exists(u)}
+    rows = [r for u in present.values() for r in json.loads(read_bytes(u))]
+    missing = [c for c in case_ids if c not in present]
     if missing:
         log.warning("chunking table: no rows for %s (job test-predictions writes them)", missing)
     if not rows:

@@ -42,11 +42,14 @@ class RunLayout:
     def cv_dice(self, strategy: int) -> str:
         return join_url(self.root, f"strategy{strategy}", "cv_dice.json")
 
+    def pseudo_dir(self, case_id: str) -> str:
+        return join_url(self.root, "pseudo", case_id)
+
     def pseudo_mask(self, case_id: str, organ: str) -> str:
-        return join_url(self.root, "pseudo", case_id, f"{organ}.nii.gz")
+        return join_url(self.pseudo_dir(case_id), f"{organ}.nii.gz")
 
     def pseudo_record(self, case_id: str, organ: str) -> str:
-        return join_url(self.root, "pseudo", case_id, f"{organ}.json")
+        return join_url(self.pseudo_dir(case_id), f"{organ}.json")
 
     def fused(self, case_id: str) -> str:
         return join_url(self.root, "fused", f"{case_id}.nii.gz")
@@ -54,12 +57,15 @@ class RunLayout:
     def model(self, strategy: int) -> str:
         return join_url(self.root, "models", f"strategy{strategy}")
 
+    def organ_predictions_dir(self, case_id: str) -> str:
+        """Strategy 1's organ masks of a test case (fused into its label map)."""
+        return join_url(self.root, "predictions", "strategy1-organs", case_id)
+
     def organ_prediction(self, case_id: str, organ: str) -> str:
-        """A strategy-1 organ model's mask of a test case (fused into its label map)."""
-        return join_url(self.root, "predictions", "strategy1-organs", case_id, f"{organ}.nii.gz")
+        return join_url(self.organ_predictions_dir(case_id), f"{organ}.nii.gz")
 
     def organ_prediction_record(self, case_id: str, organ: str) -> str:
-        return join_url(self.root, "predictions", "strategy1-organs", case_id, f"{organ}.json")
+        return join_url(self.organ_predictions_dir(case_id), f"{organ}.json")
 
     def prediction(self, strategy: int, case_id: str) -> str:
         return join_url(self.root, "predictions", f"strategy{strategy}", f"{case_id}.nii.gz")

@@ -30,7 +30,7 @@ from orgseg.inference.engine import segment_volume
 from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.inference.options import EngineOptions
 from orgseg.io import write_bytes, write_volume
-from orgseg.io.storage import filesystem
+from orgseg.io.storage import names_in
 from orgseg.nnunet.train import model_folder
 from orgseg.pipeline.datasets import strategy1_dataset
 from orgseg.pipeline.layout import RunLayout
@@ -134,13 +134,22 @@ def case_cache(
         yield CaseCache(read, scratch, body_crop=body_crop)
 
 
-def committed_names(folder_url: str) -> set[str]:
-    """File names directly in a folder (one listing; none when it does not exist)."""
-    fs, path = filesystem(folder_url)
-    try:
-        return {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-    except FileNotFoundError:
-        return set()
+def missing_masks(
+    organs: Sequence[str],
+    case_ids: Sequence[str],
+    folder_of: Callable[[str], str],
+    *,
+    skip: Callable[[str, str], bool] = lambda case_id, organ: False,
+) -> dict[str, list[str]]:
+    """organ -> the cases whose folder (``folder_of(case)``) holds no committed record
+    ``<organ>.json`` (one listing per case), leaving out what ``skip(case, organ)`` says."""
+    have = {c: names_in(folder_of(c)) for c in case_ids}
+    out: dict[str, list[str]] = {}
+    for organ in organs:
+        todo = [c for c in case_ids if f"{organ}.json" not in have[c] and not skip(c, organ)]
+        if todo:
+            out[organ] = todo
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

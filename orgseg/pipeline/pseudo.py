@@ -18,13 +18,13 @@ from orgseg.config import RunConfig
 from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
-from orgseg.io import exists, join_url, read_volume
+from orgseg.io import exists, read_volume
 from orgseg.pipeline.cases import Manifest, load_manifest
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.organ_masks import (
     MaskTargets,
     case_cache,
-    committed_names,
+    missing_masks,
     predict_organ_masks,
     run_engine_options,
 )
@@ -35,18 +35,12 @@ log = logging.getLogger(__name__)
 def pending(config: RunConfig, manifest: Manifest, case_ids: list[str]) -> dict[str, list[str]]:
     """organ -> cases of ``case_ids`` that lack it manually and have no committed
     pseudo-label (one listing per case folder)."""
-    layout = RunLayout.of(config)
-    have = {c: committed_names(join_url(layout.root, "pseudo", c)) for c in case_ids}
-    out: dict[str, list[str]] = {}
-    for organ in config.strategy1_organs:
-        todo = [
-            c
-            for c in case_ids
-            if organ not in manifest.case(c).manual_organs and f"{organ}.json" not in have[c]
-        ]
-        if todo:
-            out[organ] = todo
-    return out
+    return missing_masks(
+        config.strategy1_organs,
+        case_ids,
+        RunLayout.of(config).pseudo_dir,
+        skip=lambda case_id, organ: organ in manifest.case(case_id).manual_organs,
+    )
 
 
 def run_pseudo_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:

@@ -22,12 +22,11 @@ from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.inference.model import export_model
 from orgseg.io import exists, join_url, read_bytes, read_volume, write_volume
-from orgseg.io.storage import is_local, sync_up
+from orgseg.io.storage import is_local, names_in, sync_up
 from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.organ_masks import committed_names
 from orgseg.pipeline.pseudo import load_pseudo_volume
 from orgseg.pipeline.strategy1 import configuration_name, train_dataset_unit
 
@@ -69,7 +68,7 @@ def run_fusion_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> in
         raise JobError(f"no strategy-1 CV Dice at {layout.cv_dice(1)}; run job cv-dice first")
     cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
     cases = shard_of(load_manifest(config).train, shard, n_shards)
-    done = committed_names(join_url(layout.root, "fused"))
+    done = names_in(join_url(layout.root, "fused"))
     todo = [c for c in cases if layout.fused(c).rsplit("/", 1)[-1] not in done]
     log.info(
         "fusion shard %d/%d: %d of %d cases to fuse", shard + 1, n_shards, len(todo), len(cases)

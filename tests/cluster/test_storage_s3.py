@@ -85,3 +85,17 @@ def test_an_endpoint_restart_costs_retries_not_data(bucket, s3_server):
     files = list_files(f"{bucket}/r")
     assert len(files) == n
     assert all(read_bytes(f) == bytes([int(f[-7:-4]) % 256]) * 2000 for f in files)
+
+
+def test_names_in_lists_one_level_and_an_unwritten_folder_is_empty(bucket, tmp_path):
+    from orgseg.io.storage import names_in
+
+    write_bytes(f"{bucket}/run/pseudo/c1/liver.json", b"{}")
+    write_bytes(f"{bucket}/run/pseudo/c1/liver.nii.gz", b"x")
+    write_bytes(f"{bucket}/run/pseudo/c1/sub/deeper.json", b"{}")
+    assert names_in(f"{bucket}/run/pseudo/c1") == {"liver.json", "liver.nii.gz", "sub"}
+    assert names_in(f"{bucket}/run/pseudo/c2") == set()  # not written yet: no error
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.json").write_text("{}")
+    assert names_in(str(tmp_path / "d")) == {"a.json"}
+    assert names_in(str(tmp_path / "missing")) == set()
