@@ -419,7 +419,7 @@ class _Exporter:
         self.i0, self.i1, self.w = linear_taps(mz, cz)
         self.near = nearest_taps(mz, cz)
         self.ry = interpolation_matrix(plan.model[1], plan.cropped[1])
-        self.rx_t = interpolation_matrix(plan.model[2], plan.cropped[2]).T
+        self.rx_t = np.ascontiguousarray(interpolation_matrix(plan.model[2], plan.cropped[2]).T)
 
     def add(
         self, model_row: int, logits: np.ndarray
@@ -463,6 +463,8 @@ class _Exporter:
         return out
 
     def _label_rows(self, a: int, b: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        import torch
+
         assert self.buf is not None
         src = self.buf
         if self.plan.export_z == "linear":
@@ -474,6 +476,22 @@ class _Exporter:
         else:
             planes = src[:, self.near[a:b] - self.buf0].astype(np.float32)
         y0, y1, x0, x1 = box
-        scores = np.matmul(np.matmul(self.ry[y0:y1], planes), self.rx_t[:, x0:x1])
+        ry = torch.from_numpy(np.ascontiguousarray(self.ry[y0:y1]))
+        rx = torch.from_numpy(np.ascontiguousarray(self.rx_t[:, x0:x1]))
+        scores = torch.matmul(torch.matmul(ry, torch.from_numpy(planes)), rx)
         # nnU-Net's export holds the resampled logits in float16: ties resolve the same way
-        return scores.astype(np.float16).argmax(axis=0).astype(np.uint8)
+        return argmax_first(scores.half()).numpy()
+
+
+def argmax_first(scores) -> Any:  # noqa: ANN001 - torch tensors
+    """``scores.argmax(0)`` as uint8 (the first class wins a tie, as in numpy and torch),
+    one class at a time: torch's own argmax over a float16 class axis is several times
+    slower on the CPU."""
+    import torch
+
+    best = scores[0].clone()
+    out = torch.zeros(scores.shape[1:], dtype=torch.uint8)
+    for c in range(1, scores.shape[0]):
+        out[scores[c] > best] = c
+        torch.maximum(best, scores[c], out=best)
+    return out
