@@ -24,6 +24,7 @@ from orgseg.core.body import PackedMask
 from orgseg.core.orientation import Reorientation
 from orgseg.core.size import water_equivalent_diameter
 from orgseg.core.statistics import organ_statistics
+from orgseg.core.views import orthogonal_views, view_centre
 from orgseg.core.volume import Volume
 from orgseg.errors import ConfigError
 from orgseg.io import join_url, save_like, write_bytes
@@ -92,41 +93,30 @@ def render_preview(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    arr = np.asarray(ct.array)
-    fg = labels > 0
-    centre = (
-        [
-            int(np.median(np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != ax)))))
-            for ax in range(3)
-        ]
-        if fg.any()
-        else [s // 2 for s in labels.shape]
-    )
-    sz, sy, sx = ct.spacing_mm
+    centre = view_centre(labels > 0)
     palette = matplotlib.colormaps["tab20"].colors
     n_colors = max(label_ids.values(), default=0) + 1
     colours = [(0, 0, 0, 0)] + [
         (*palette[(i - 1) % len(palette)], 0.45) for i in range(1, n_colors)
     ]
     cmap = ListedColormap(colours)
-    views = [
-        ("axial", arr[centre[0]], labels[centre[0]], sy / sx, "upper"),
-        ("coronal", arr[:, :, centre[2]], labels[:, :, centre[2]], sz / sy, "lower"),
-        ("sagittal", arr[:, centre[1], :], labels[:, centre[1], :], sz / sx, "lower"),
-    ]
+    views = zip(
+        orthogonal_views(np.asarray(ct.array), centre, ct.spacing_mm),
+        orthogonal_views(labels, centre, ct.spacing_mm),
+        strict=True,
+    )
     fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
-    for ax, (name, img, lab, aspect, origin) in zip(axes, views):
-        ax.imshow(img, cmap="gray", vmin=-400, vmax=600, aspect=aspect, origin=origin)
+    for ax, (img, lab) in zip(axes, views, strict=True):
+        ax.imshow(img.image, cmap="gray", vmin=-400, vmax=600, aspect=img.aspect)
         ax.imshow(
-            lab,
+            lab.image,
             cmap=cmap,
             vmin=0,
             vmax=n_colors - 1,
-            aspect=aspect,
-            origin=origin,
+            aspect=img.aspect,
             interpolation="nearest",
         )
-        ax.set_title(name)
+        ax.set_title(img.name)
         ax.axis("off")
     present = [o for o, i in label_ids.items() if np.any(labels == i)]
     handles = [Patch(color=colours[label_ids[o]][:3], label=o) for o in present]
