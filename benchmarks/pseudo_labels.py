@@ -58,7 +58,9 @@ def train_models(work: Path) -> dict[str, Path]:
     return out
 
 
-def make_cases(work: Path, n: int) -> list[str]:
+def make_cases(
+    work: Path, n: int, shape: tuple = SHAPE, spacing_mm: tuple = SPACING_MM
+) -> list[str]:
     from orgseg.core.body import body_mask
     from orgseg.core.crop import bounding_box, crop_volume
     from orgseg.core.volume import Volume
@@ -66,21 +68,22 @@ def make_cases(work: Path, n: int) -> list[str]:
     from orgseg.phantoms import make_phantom
 
     urls = []
+    tag = "x".join(map(str, shape))
     for i in range(n):
-        url = str(work / "cases" / f"case{i}_ct.nii.gz")
+        url = str(work / f"cases_{tag}" / f"case{i}_ct.nii.gz")
         urls.append(url)
         if Path(url).exists():
             continue
-        ph = make_phantom(shape=SHAPE, spacing_mm=SPACING_MM, seed=100 + i)
+        ph = make_phantom(shape=shape, spacing_mm=spacing_mm, seed=100 + i)
         ct = Volume(np.asarray(ph.ct_hu).astype(np.int16), spacing_mm=ph.spacing_mm)
         box = bounding_box(body_mask(ct.array, spacing_mm=ct.spacing_mm), spacing_mm=ct.spacing_mm)
         write_volume(crop_volume(ct, box), url)  # as the cases stage stores it
     return urls
 
 
-def setup(work: Path, n_cases: int) -> None:
+def setup(work: Path, n_cases: int, shape: tuple, spacing_mm: tuple) -> None:
     models = {o: str(p) for o, p in train_models(work).items()}
-    cases = make_cases(work, n_cases)
+    cases = make_cases(work, n_cases, shape, spacing_mm)
     (work / "setup.json").write_text(json.dumps({"models": models, "cases": cases}))
 
 
@@ -148,13 +151,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="/tmp/orgseg-bench-pseudo")
     parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--shape", default="240,320,320", help="phantom z,y,x before the body crop")
+    parser.add_argument("--spacing-mm", default="1.5,1.2,1.2", help="phantom spacing z,y,x")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     # models and phantoms made in a child (not daemonic: nnU-Net's preprocessing starts
     # its own workers), so the parent stays small
-    proc = mp.get_context("spawn").Process(target=setup, args=(work, args.cases))
+    shape = tuple(int(v) for v in args.shape.split(","))
+    spacing = tuple(float(v) for v in args.spacing_mm.split(","))
+    proc = mp.get_context("spawn").Process(target=setup, args=(work, args.cases, shape, spacing))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -176,7 +183,8 @@ def main() -> None:
             differing += int(((ma != mb) & body).sum())
             outside += int(((ma != 0) & ~body).sum())
             voxels += int(ma.sum())
-    print(f"{len(cases)} cases of {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (cropped to the body), "
+    print(f"{len(cases)} cases of {shape[2]}x{shape[1]}x{shape[0]} at {spacing} mm "
+          "(cropped to the body), "
           f"{len(ORGANS)} organ models, {len(cases) * len(ORGANS)} masks")  # fmt: skip
     print(f"previous: {a['seconds']:.1f} s, peak RSS {a['rss_mb']:.0f} MB")
     print(f"streamed: {b['seconds']:.1f} s, peak RSS {b['rss_mb']:.0f} MB")
