@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk bench-scale slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk bench-discovery bench-scale slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
 
 setup: $(STAMP)
 
@@ -50,6 +50,9 @@ train-all: setup
 
 bench-bulk: setup
 	$(BIN)/python benchmarks/bulk.py
+
+bench-discovery: setup
+	$(BIN)/python benchmarks/bulk_discovery.py
 
 bench-scale: setup
 	$(BIN)/python benchmarks/scale.py

@@ -234,31 +234,67 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _discovery_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\rdiscovery: {done}/{total} file headers read")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 def cmd_bulk(args: argparse.Namespace) -> int:
     import dataclasses
 
     from orgseg.config import StorageConfig
     from orgseg.inference import bulk
+    from orgseg.inference.archive import cases_from_index
+    from orgseg.inference.bulk_state import merge_discovery, write_discovery_part
     from orgseg.io.storage import configure_storage
+    from orgseg.orchestrate.bulk import bulk_resources
 
+    if not args.input and not args.index:
+        raise argparse.ArgumentTypeError("give the archive (-i) or its series index (--index)")
+    parts = max(1, args.discovery_parts)
     storage = StorageConfig(endpoint_url=args.endpoint_url)
     configure_storage(storage)
     model_options, engine, outputs = _segment_options(args)
     # statistics feed the archive-wide table of organ volumes and mean HU
     outputs = dataclasses.replace(outputs, statistics=True)
     options = bulk.BulkOptions(
-        engine=engine, outputs=outputs, shards=args.shards, workers=args.workers
+        engine=engine,
+        outputs=outputs,
+        shards=args.shards,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
     )
-    cases = bulk.discover_archive(args.input)
+    resources = bulk_resources(args.profile)
+    price = resources.price_per_task_hour
+    on_slurm_parts = args.executor == "slurm" and parts > 1 and not args.index
+    cases = None
+    if args.index:
+        cases = cases_from_index(args.index)
+    elif not on_slurm_parts:
+        if parts > 1:  # the parts the array tasks would run, one after another here
+            for k in range(parts):
+                write_discovery_part(args.output, args.input, k, parts)
+            cases = merge_discovery(args.output, parts)
+        else:
+            cases = bulk.discover_archive(args.input, progress=_discovery_progress)
     if args.dry_run:
-        sys.stdout.write(bulk.plan_text(cases, args.output, args.shards) + "\n")
+        if cases is None:
+            raise argparse.ArgumentTypeError(
+                "--dry-run with --discovery-parts on slurm: run the dry run locally "
+                "(--executor local) or give --index"
+            )
+        text = bulk.plan_text(cases, args.output, args.shards, price_per_task_hour=price)
+        sys.stdout.write(text + "\n")
         return 0
-    bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
+    if cases is not None:
+        bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
     if args.executor == "slurm":
-        from orgseg.orchestrate.bulk import bulk_resources, submit_bulk
+        from orgseg.orchestrate.bulk import submit_bulk
         from orgseg.orchestrate.slurm import wait_for_jobs
 
-        resources = bulk_resources(args.profile)
         jobs = submit_bulk(
             args.output,
             model_url=args.model,
@@ -267,6 +303,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             resources=resources,
             jobs_dir=args.jobs_dir,
             storage=storage,
+            discovery=(args.input, parts) if on_slurm_parts else None,
         )
         sys.stdout.write(f"submitted {args.shards} shard task(s) and a finalize job: {jobs}\n")
         if not args.wait:
@@ -282,7 +319,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
                 options=options,
             )
         bulk.finalize(args.output)
-    lines = bulk.summary_lines(args.output)
+    lines = bulk.summary_lines(args.output, price_per_task_hour=price)
     for line in lines:
         sys.stdout.write(line + "\n")
     return 1 if any(line.startswith("FAILED") for line in lines) else 0
@@ -422,9 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("bulk", help="segment a whole archive: sharded, resumable, a manifest")
-    p.add_argument("-i", "--input", required=True, help="archive folder or s3:// prefix")
+    p.add_argument("-i", "--input", help="archive folder or s3:// prefix")
     p.add_argument("-o", "--output", required=True, help="destination folder or s3:// prefix")
     p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
+    p.add_argument(
+        "--index",
+        help="series index to take instead of discovering the archive: CSV or Parquet, one "
+        "row per file with columns series_uid, url (and optional size_bytes, case_id)",
+    )
+    p.add_argument(
+        "--discovery-parts",
+        type=int,
+        default=1,
+        help="discover the archive in this many parts (its top-level prefixes dealt out; "
+        "on slurm an array job, merged into one manifest)",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="also redo cases committed as failed"
+    )
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--shards", type=int, default=1, help="Slurm array tasks (default 1)")
     p.add_argument("--workers", type=int, default=1, help="cases at once per task (default 1)")

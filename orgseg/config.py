@@ -82,6 +82,9 @@ class StageResources:
     container: str | None = None
     #: seconds before the time limit at which Slurm signals the job to checkpoint
     signal_delay_s: int = 120
+    #: what one task hour of this job costs (e.g. the node's spot price in USD), for the
+    #: cost per CT in ``orgseg bulk``'s plan and summary; None: no price given
+    price_per_task_hour: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

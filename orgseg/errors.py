@@ -24,3 +24,8 @@ class StorageError(OrgsegError):
 
 class JobError(OrgsegError):
     """A pipeline job failed or its outputs are inconsistent."""
+
+
+class MissingError(StorageError):
+    """A URL that should hold data holds nothing (a permanent fault of the input, unlike
+    an unreachable endpoint)."""

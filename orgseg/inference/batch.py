@@ -96,9 +96,11 @@ def segment_one(
     outputs: OutputOptions,
     series_uid: str | None = None,
     progress: Progress | None = None,
+    loaded: tuple | None = None,
 ) -> Segmentation:
-    """Read, segment and write one case's outputs under ``case_url`` (all or none)."""
-    ct, reorientation = load_ct(url, series_uid=series_uid)
+    """Read, segment and write one case's outputs under ``case_url`` (all or none).
+    ``loaded``: what :func:`load_ct` already returned for ``url`` (read ahead)."""
+    ct, reorientation = loaded if loaded is not None else load_ct(url, series_uid=series_uid)
     seg = segment_volume(model, ct, engine, progress=progress)
     write_case_outputs(
         case_url,

@@ -19,37 +19,38 @@ the committed statuses (atomically) at the end of every run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import posixpath
-import resource
+import statistics as stats
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from orgseg.errors import DataContractError, OrgsegError, StorageError
-from orgseg.inference.batch import discover_inputs, failure_reason, segment_one
+from orgseg.errors import DataContractError, JobError, MissingError, OrgsegError
+from orgseg.inference.archive import BulkCase, balanced_shards, discover_archive
+from orgseg.inference.batch import failure_reason, segment_one
+from orgseg.inference.bulk_state import (
+    STATE_DIR,
+    committed_all,
+    finalize,
+    load_plan,
+    plan_text,
+    status_url,
+    summary_lines,
+    write_plan,
+)
 from orgseg.inference.engine import EngineOptions
 from orgseg.inference.outputs import OutputOptions
-from orgseg.io import exists, join_url, read_bytes, write_bytes
-from orgseg.io.storage import filesystem, is_dir, list_files
+from orgseg.io import join_url, write_bytes
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = ".orgseg"
-MANIFEST_FIELDS = ("case_id", "source_url", "series_uid", "size_bytes", "status", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class BulkCase:
-    case_id: str
-    source_url: str
-    series_uid: str = ""
-    size_bytes: int = 0
-    is_dicom: bool = False
-    skip_reason: str = ""  # not a CT input at all (recorded as skipped)
+# the command's one entry point: discovery, the plan, the shards' work, the reports
+__all__ = [
+    "BulkCase", "BulkOptions", "discover_archive", "finalize", "plan_text", "run_shard",
+    "summary_lines", "write_plan",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,125 +59,31 @@ class BulkOptions:
     outputs: OutputOptions = field(default_factory=lambda: OutputOptions(statistics=True))
     shards: int = 1
     workers: int = 1
+    #: attempts after the first for a case that fails for a reason outside its input
+    retries: int = 3
+    #: seconds before the first retry, doubled for each next one
+    backoff_s: float = 5.0
+    #: also redo cases committed as failed (after fixing what failed them)
+    retry_failed: bool = False
 
 
-# --- discovery ------------------------------------------------------------------------
+class TransientCaseError(JobError):
+    """A case kept failing for a reason outside its input (storage, device): the task
+    stops with it uncommitted, so a rerun (or the scheduler's retry) does it."""
 
 
-def _series_of(files: Sequence[str]) -> dict[str, list[str]]:
-    """DICOM files grouped by SeriesInstanceUID (headers only, from each file's first block)."""
-    from orgseg.io.dicom_tree import dicom_header
-
-    groups: dict[str, list[str]] = {}
-    for f in files:
-        try:
-            uid = dicom_header(f)["SeriesInstanceUID"]
-        except (DataContractError, StorageError):
-            continue  # not DICOM: not part of a series
-        groups.setdefault(uid, []).append(f)
-    return groups
+def input_fault(exc: BaseException) -> bool:
+    """Whether the input itself caused ``exc`` (unreadable, not CT, bad geometry, gone):
+    only then is a case committed as failed."""
+    return isinstance(exc, DataContractError | MissingError)
 
 
-def discover_archive(source_url: str) -> list[BulkCase]:
-    """Every case under ``source_url``: image files (NIfTI, NRRD, MHA, ...) and DICOM
-    series (grouped by series UID; nested folders; several series in one folder become
-    several cases). Files that are neither become ``skipped`` cases with the reason."""
-    inputs = discover_inputs(source_url)
-    cases: list[BulkCase] = []
-    for c in inputs:
-        if not c.is_dicom:
-            cases.append(BulkCase(c.case_id, c.url, "", _size(c.url), False))
-            continue
-        files = [f for f in list_files(c.url) if posixpath.dirname(f) == c.url.rstrip("/")]
-        groups = _series_of(files)
-        if not groups:
-            cases.append(BulkCase(c.case_id, c.url, "", 0, True))
-            continue
-        for uid, members in sorted(groups.items()):
-            size = sum(_size(m) for m in members)
-            cid = c.case_id if len(groups) == 1 else f"{c.case_id}__{uid[-8:]}"
-            cases.append(BulkCase(cid, c.url, uid, size, True))
-    known = {c.source_url for c in cases}
-    for f in list_files(source_url) if is_dir(source_url) else []:
-        folder = posixpath.dirname(f)
-        name = posixpath.basename(f)
-        if f in known or folder in known or name.startswith("."):
-            continue
-        cases.append(
-            BulkCase(
-                name.replace("/", "__"),
-                f,
-                skip_reason="not an image file or a DICOM series; nothing to segment",
-            )
-        )
-    ids = [c.case_id for c in cases]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise DataContractError(f"{source_url}: several inputs map to the same case id: {dupes}")
-    return sorted(cases, key=lambda c: c.case_id)
-
-
-def _size(url: str) -> int:
-    fs, path = filesystem(url)
-    return int(fs.info(path).get("size", 0))
-
-
-# --- state ------------------------------------------------------------------------------
-
-
-def _status_url(dest: str, case_id: str) -> str:
-    return join_url(dest, STATE_DIR, "cases", f"{case_id}.json")
-
-
-def _cases_url(dest: str) -> str:
-    return join_url(dest, STATE_DIR, "cases.json")
-
-
-def write_plan(dest: str, cases: Sequence[BulkCase]) -> None:
-    """The case list and an all-pending manifest, before any work starts."""
-    write_bytes(_cases_url(dest), json.dumps([asdict(c) for c in cases], indent=1).encode())
-    write_manifest(dest, cases)
-
-
-def load_plan(dest: str) -> list[BulkCase]:
-    return [BulkCase(**d) for d in json.loads(read_bytes(_cases_url(dest)))]
-
-
-def committed(dest: str, case_id: str) -> dict | None:
-    url = _status_url(dest, case_id)
-    return json.loads(read_bytes(url)) if exists(url) else None
-
-
-def write_manifest(dest: str, cases: Sequence[BulkCase]) -> dict[str, int]:
-    """manifest.csv and summary.json from the committed statuses; returns the counts."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    counts = {"done": 0, "failed": 0, "skipped": 0, "pending": 0}
-    for c in cases:
-        st = committed(dest, c.case_id) or {}
-        status = st.get("status", "pending")
-        counts[status] = counts.get(status, 0) + 1
-        writer.writerow(
-            {
-                "case_id": c.case_id,
-                "source_url": c.source_url,
-                "series_uid": c.series_uid,
-                "size_bytes": c.size_bytes,
-                "status": status,
-                "error": st.get("error", ""),
-            }
-        )
-    write_bytes(join_url(dest, "manifest.csv"), buf.getvalue().encode())
-    write_bytes(join_url(dest, "summary.json"), json.dumps(counts, indent=1).encode())
-    return counts
-
-
-# --- work -------------------------------------------------------------------------------
+# --- work ---------------------------------------------------------------------------
 
 
 def shard_of(cases: Sequence[BulkCase], shard: int, shards: int) -> list[BulkCase]:
-    return list(cases[shard::shards])
+    """Shard ``shard`` of the plan, shards balanced by bytes."""
+    return balanced_shards(cases, shards)[shard]
 
 
 def _peak_rss_mb() -> float:
@@ -185,32 +92,89 @@ def _peak_rss_mb() -> float:
     return peak_rss_mb()
 
 
-def segment_case(model, case: BulkCase, dest: str, options: BulkOptions) -> dict:
-    """Segment one case into ``dest/<case_id>/`` and commit its status; never raises for
-    a bad case (the status says why)."""
+def check_device(device: str) -> None:
+    """Stop the task at once, before any case, when its device does not work: on a node
+    without a working GPU every case would fail alike."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+
+    try:
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch.cuda.is_available() is False")
+        torch.zeros(1, device=device).add_(1).cpu()
+    except Exception as exc:  # noqa: BLE001 - whatever the driver says, the node is unfit
+        raise JobError(
+            f"--device {device} on a node without a working GPU ({exc}); the task stops "
+            "with its cases uncommitted so the scheduler can run it elsewhere "
+            "(or use --device cpu)"
+        ) from None
+
+
+Loaded = tuple  # (Volume, Reorientation) from load_ct
+
+
+def _load(case: BulkCase) -> Loaded:
+    from orgseg.io.volumes import load_ct
+
+    return load_ct(case.source_url, series_uid=case.series_uid or None)
+
+
+def segment_case(
+    model,
+    case: BulkCase,
+    dest: str,
+    options: BulkOptions,
+    *,
+    prefetched: Future | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
+    """Segment one case into ``dest/<case_id>/`` and commit its status.
+
+    A fault of the input (:func:`input_fault`) is committed as ``failed`` with its
+    reason; anything else (storage, device, out of memory) is retried with backoff and,
+    if it persists, raised as :class:`TransientCaseError` with nothing committed."""
     t0 = time.perf_counter()
     if case.skip_reason:
         status = {"status": "skipped", "error": case.skip_reason}
     else:
-        try:
-            segment_one(
-                model,
-                case.source_url,
-                join_url(dest, case.case_id),
-                case_id=case.case_id,
-                is_dicom=case.is_dicom,
-                engine=options.engine,
-                outputs=options.outputs,
-                series_uid=case.series_uid or None,
-            )
-            status = {"status": "done", "error": ""}
-        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the archive
-            if not isinstance(exc, OrgsegError):
-                log.exception("case %s: unexpected error", case.case_id)
-            reason = failure_reason(exc)
-            status = {"status": "failed", "error": reason}
+        for attempt in range(options.retries + 1):
+            try:
+                loaded = prefetched.result() if prefetched is not None and attempt == 0 else None
+                segment_one(
+                    model,
+                    case.source_url,
+                    join_url(dest, case.case_id),
+                    case_id=case.case_id,
+                    is_dicom=case.is_dicom,
+                    engine=options.engine,
+                    outputs=options.outputs,
+                    series_uid=case.series_uid or None,
+                    loaded=loaded,
+                )
+                status = {"status": "done", "error": ""}
+                break
+            except Exception as exc:  # noqa: BLE001 - sorted into input faults and the rest
+                reason = failure_reason(exc)
+                if input_fault(exc):
+                    status = {"status": "failed", "error": reason}
+                    break
+                if not isinstance(exc, OrgsegError):
+                    log.debug("case %s", case.case_id, exc_info=True)
+                if attempt == options.retries:
+                    raise TransientCaseError(
+                        f"case {case.case_id}: {type(exc).__name__}: {reason} "
+                        f"({attempt + 1} attempts); not a fault of the input, so it is left "
+                        "uncommitted: rerun the same command (or let the scheduler retry)"
+                    ) from exc
+                wait_s = options.backoff_s * 2**attempt
+                log.warning(
+                    "case %s: %s: %s; retry %d/%d in %.0f s", case.case_id,
+                    type(exc).__name__, reason, attempt + 1, options.retries, wait_s,
+                )  # fmt: skip
+                sleep(wait_s)
     status["seconds"] = round(time.perf_counter() - t0, 2)
-    write_bytes(_status_url(dest, case.case_id), json.dumps(status).encode())  # commit
+    write_bytes(status_url(dest, case.case_id), json.dumps(status).encode())  # commit
     log.info("bulk %s: %s %s", case.case_id, status["status"], status["error"])
     return status
 
@@ -235,6 +199,28 @@ def _load_model(model_url: str, model_options):
         return SegmentationModel(model_dir, model_options)
 
 
+def pending_cases(
+    cases: Sequence[BulkCase], states: dict[str, dict], *, retry_failed: bool = False
+) -> list[BulkCase]:
+    """The cases a task still has to do: uncommitted, and committed failures on request."""
+    redo = ("failed",) if retry_failed else ()
+    return [c for c in cases if c.case_id not in states or states[c.case_id].get("status") in redo]
+
+
+def _in_order(model, todo: Sequence[BulkCase], dest: str, options: BulkOptions) -> list[dict]:
+    """One case after another, the next case fetched and read while this one is
+    predicted (a thread: reading is I/O and decompression, the GPU stays busy)."""
+    out = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orgseg-prefetch") as pool:
+        nxt = pool.submit(_load, todo[0]) if todo and not todo[0].skip_reason else None
+        for i, case in enumerate(todo):
+            current = nxt
+            later = todo[i + 1] if i + 1 < len(todo) else None
+            nxt = pool.submit(_load, later) if later and not later.skip_reason else None
+            out.append(segment_case(model, case, dest, options, prefetched=current))
+    return out
+
+
 def run_shard(
     dest: str,
     shard: int,
@@ -244,14 +230,17 @@ def run_shard(
     options: BulkOptions,
 ) -> dict:
     """Every uncommitted case of one shard (the model loaded once per worker); returns
-    and commits the shard's throughput record."""
+    and commits the shard's throughput record. Raises :class:`TransientCaseError` (the
+    task must exit non-zero) when a case keeps failing for a reason outside its input."""
     cases = shard_of(load_plan(dest), shard, options.shards)
-    todo = [c for c in cases if committed(dest, c.case_id) is None]
+    todo = pending_cases(cases, committed_all(dest), retry_failed=options.retry_failed)
     log.info(
         "bulk shard %d/%d: %d of %d cases to do", shard + 1, options.shards, len(todo), len(cases)
     )
     t0 = time.perf_counter()
     statuses: list[dict] = []
+    if todo:
+        check_device(getattr(model_options, "device", "cpu"))
     if todo and options.workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -263,88 +252,21 @@ def run_shard(
             initargs=(model_url, model_options),
         ) as pool:
             statuses = list(pool.map(_worker_case, todo, [dest] * len(todo), [options] * len(todo)))
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-        peak = max(_peak_rss_mb(), children)
     elif todo:
-        model = _load_model(model_url, model_options)
-        statuses = [segment_case(model, c, dest, options) for c in todo]
-        peak = _peak_rss_mb()
-    else:
-        peak = _peak_rss_mb()
+        statuses = _in_order(_load_model(model_url, model_options), todo, dest, options)
     seconds = time.perf_counter() - t0
+    done_s = [s["seconds"] for s in statuses if s["status"] == "done"]
     record = {
         "shard": shard,
         "cases": len(todo),
-        "done": sum(s["status"] == "done" for s in statuses),
+        "done": len(done_s),
         "failed": sum(s["status"] == "failed" for s in statuses),
         "seconds": round(seconds, 1),
         "cases_per_hour": round(3600.0 * len(todo) / seconds, 1) if todo and seconds > 0 else None,
-        "peak_rss_mb": round(peak, 1),
+        "median_case_s": round(stats.median(done_s), 2) if done_s else None,
+        # VmHWM: this process's own peak (workers are their own processes, not counted)
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
         "workers": options.workers,
     }
     write_bytes(join_url(dest, STATE_DIR, "shards", f"{shard}.json"), json.dumps(record).encode())
     return record
-
-
-def finalize(dest: str) -> dict[str, int]:
-    """manifest.csv, summary.json (with throughput), organs.csv: rebuilt from what is
-    committed."""
-    cases = load_plan(dest)
-    counts = write_manifest(dest, cases)
-    rows = ["case_id,organ,volume_ml,mean_hu"]
-    for c in cases:
-        st = committed(dest, c.case_id)
-        url = join_url(dest, c.case_id, "statistics.json")
-        if st and st["status"] == "done" and exists(url):
-            organs = json.loads(read_bytes(url)).get("organs", {})
-            for organ, v in sorted(organs.items()):
-                rows.append(f"{c.case_id},{organ},{v.get('volume_ml')},{v.get('mean_hu')}")
-    write_bytes(join_url(dest, "organs.csv"), ("\n".join(rows) + "\n").encode())
-    shards_url = join_url(dest, STATE_DIR, "shards")
-    shards = (
-        [json.loads(read_bytes(u)) for u in list_files(shards_url)] if exists(shards_url) else []
-    )
-    summary = dict(counts)
-    summary["throughput"] = shards
-    write_bytes(join_url(dest, "summary.json"), json.dumps(summary, indent=1).encode())
-    write_bytes(join_url(dest, "throughput.json"), json.dumps(shards, indent=1).encode())
-    return counts
-
-
-def summary_lines(dest: str) -> list[str]:
-    cases = load_plan(dest)
-    counts = json.loads(read_bytes(join_url(dest, "summary.json")))
-    out = [
-        f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-        f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
-    ]
-    for c in cases:
-        st = committed(dest, c.case_id)
-        if st and st["status"] in ("failed", "skipped"):
-            out.append(f"{st['status'].upper()} {c.case_id}: {st['error']}")
-    return out
-
-
-def plan_text(
-    cases: Sequence[BulkCase], dest: str, shards: int, *, seconds_per_case: float = 60.0
-) -> str:
-    """What a run would do, and its cost in task hours: from the seconds per case of the
-    cases already committed under ``dest`` when there are any, else ``seconds_per_case``."""
-    import statistics
-
-    skipped = [c for c in cases if c.skip_reason]
-    states = {c.case_id: committed(dest, c.case_id) for c in cases if not c.skip_reason}
-    todo = [c for c in cases if not c.skip_reason and states[c.case_id] is None]
-    seen = [s["seconds"] for s in states.values() if s and s.get("status") == "done"]
-    per_case = statistics.median(seen) if seen else seconds_per_case
-    basis = f"median of {len(seen)} committed cases" if seen else "assumed"
-    hours = len(todo) * per_case / 3600.0
-    per_shard = -(-len(todo) // max(1, shards))
-    return (
-        f"{len(cases)} inputs: {len(todo)} to segment "
-        f"({sum(c.size_bytes for c in todo) / 1e9:.2f} GB), {len(skipped)} not CT inputs, "
-        f"{len(cases) - len(todo) - len(skipped)} already committed\n"
-        f"{shards} shard(s) of up to {per_shard} cases; estimated cost {hours:.2f} task-hours "
-        f"at {per_case:.0f} s per case ({basis}), about {per_shard * per_case / 3600.0:.2f} h "
-        "of wall time with every shard running"
-    )

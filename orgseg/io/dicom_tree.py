@@ -65,6 +65,12 @@ def _parse(raw: bytes, url: str, *, header_only: bool):  # noqa: ANN202
         ) from None
 
 
+def parse_header(raw: bytes, url: str):  # noqa: ANN201 - a pydicom Dataset
+    """The grouping tags (modality, series, patient, study) of a DICOM file's bytes (the
+    whole file or its first block); :class:`DataContractError` when they cannot be read."""
+    return _parse(raw, url, header_only=True)
+
+
 def dicom_header(url: str) -> dict[str, str]:
     """Modality, SeriesInstanceUID, PatientID and StudyInstanceUID of one DICOM file, from
     its first block (the whole file only when the header runs past it)."""

@@ -1,4 +1,5 @@
-"""``orgseg bulk`` on Slurm: the shards as one job array, then a finalize task."""
+"""``orgseg bulk`` on Slurm: (discovery parts as an array, then their merge,) the shards
+as one job array, then a finalize task."""
 
 from __future__ import annotations
 
@@ -56,6 +57,34 @@ class BulkFinalizeTask:
         return finalize(self.dest)
 
 
+class BulkDiscoveryTask:
+    """One part of the archive's discovery (its share of the top-level prefixes)."""
+
+    def __init__(self, source: str, dest: str, part: int, parts: int, storage=None) -> None:
+        self.source, self.dest, self.part, self.parts = source, dest, part, parts
+        self.storage = storage or StorageConfig()
+
+    def __call__(self) -> int:
+        from orgseg.inference.bulk_state import write_discovery_part
+
+        start_task(self.storage)
+        return write_discovery_part(self.dest, self.source, self.part, self.parts)
+
+
+class BulkMergeTask:
+    """The discovery parts merged into the plan the shards read."""
+
+    def __init__(self, dest: str, parts: int, storage=None) -> None:
+        self.dest, self.parts = dest, parts
+        self.storage = storage or StorageConfig()
+
+    def __call__(self) -> int:
+        from orgseg.inference.bulk_state import merge_discovery
+
+        start_task(self.storage)
+        return len(merge_discovery(self.dest, self.parts))
+
+
 def bulk_resources(profile: str | None) -> StageResources:
     """A profile's ``cluster.stages.bulk`` resources (else its default); defaults without."""
     if not profile:
@@ -70,6 +99,22 @@ def bulk_resources(profile: str | None) -> StageResources:
     return cluster.stages.get("bulk", cluster.default)
 
 
+def _small(resources: StageResources) -> StageResources:
+    return StageResources(
+        partition=resources.partition,
+        account=resources.account,
+        qos=resources.qos,
+        cpus_per_task=1,
+        mem_gb=2,
+        timeout_min=30,
+        container=resources.container,
+    )
+
+
+def _array_id(jobs: list) -> str:
+    return str(jobs[0].job_id).split("_")[0]
+
+
 def submit_bulk(
     dest: str,
     *,
@@ -79,11 +124,32 @@ def submit_bulk(
     resources: StageResources,
     jobs_dir: str,
     storage=None,
+    discovery: tuple[str, int] | None = None,
 ) -> list[str]:
     """The shards as one job array, then a finalize task after all of them (afterany);
-    returns the two job ids."""
-    folder = Path(jobs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    with ``discovery`` (source URL, parts), first the discovery parts as an array and
+    their merge (the shards start after it). Returns the job ids in order."""
+    folder = str(Path(jobs_dir) / "bulk")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    ids: list[str] = []
+    after = None
+    if discovery is not None:
+        source, parts = discovery
+        found = submit_array(
+            [BulkDiscoveryTask(source, dest, k, parts, storage) for k in range(parts)],
+            _small(resources),
+            name="bulk-discovery",
+            folder=folder,
+        )
+        merged = submit_array(
+            [BulkMergeTask(dest, parts, storage)],
+            _small(resources),
+            name="bulk-merge",
+            folder=folder,
+            dependency=f"afterok:{_array_id(found)}",
+        )
+        ids += [_array_id(found), _array_id(merged)]
+        after = f"afterok:{ids[-1]}"
     shards = submit_array(
         [
             BulkShardTask(dest, s, model_url, model_options, options, storage)
@@ -91,23 +157,14 @@ def submit_bulk(
         ],
         resources,
         name="bulk",
-        folder=str(folder / "bulk"),
-    )
-    array_id = str(shards[0].job_id).split("_")[0]
-    small = StageResources(
-        partition=resources.partition,
-        account=resources.account,
-        qos=resources.qos,
-        cpus_per_task=1,
-        mem_gb=2,
-        timeout_min=30,
-        container=resources.container,
+        folder=folder,
+        dependency=after,
     )
     final = submit_array(
         [BulkFinalizeTask(dest, storage)],
-        small,
+        _small(resources),
         name="bulk-finalize",
-        folder=str(folder / "bulk"),
-        dependency=f"afterany:{array_id}",
+        folder=folder,
+        dependency=f"afterany:{_array_id(shards)}",
     )
-    return [array_id, str(final[0].job_id).split("_")[0]]
+    return [*ids, _array_id(shards), _array_id(final)]
