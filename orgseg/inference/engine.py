@@ -34,6 +34,7 @@ import numpy as np
 from orgseg.core.body import PackedMask, body_mask
 from orgseg.core.chunks import Chunk, SlabBlender, grid_edges, plan_chunks, snap_chunks
 from orgseg.core.crop import bounding_box
+from orgseg.core.qc import FoldAgreement
 from orgseg.core.tiles import row_boxes
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
@@ -64,6 +65,9 @@ class Segmentation:
     chunks: tuple[Chunk, ...]  # blend mode's chunks (empty when streamed)
     seconds: float
     mode: str = "blend"  # "stream", "blend" or "whole"
+    #: output label id -> mean pairwise Dice of the ensemble's folds (streamed
+    #: predictions with 2+ folds, on the model's grid; None otherwise)
+    fold_agreement: dict[int, float] | None = None
 
     @property
     def body(self) -> np.ndarray | None:
@@ -162,14 +166,19 @@ def segment_volume(
         and options.chunk_mm is not None
         and hasattr(model, "stream_labels")
     ):
-        labels = _streamed(model, ct, bits, options, progress)
+        agreement = FoldAgreement()
+        labels = _streamed(model, ct, bits, options, progress, agreement)
         if labels is not None:
+            lut = np.asarray(model.lut)
             return Segmentation(
                 labels=labels,
                 body_bits=bits,
                 chunks=(),
                 seconds=time.perf_counter() - t0,
                 mode="stream",
+                fold_agreement={int(lut[c]): round(d, 5) for c, d in agreement.per_class().items()}
+                if agreement.folds > 1
+                else None,
             )
     model_spacing = getattr(model, "spacing_mm", None)
     patch_mm = tuple(getattr(model, "patch_extent_mm", (0.0, 0.0, 0.0)))
@@ -240,7 +249,12 @@ def body_row_boxes(body: PackedMask, rows: int = 32) -> np.ndarray:
 
 
 def _streamed(
-    model, ct: Volume, body: PackedMask | None, options: EngineOptions, progress: Progress | None
+    model,
+    ct: Volume,
+    body: PackedMask | None,
+    options: EngineOptions,
+    progress: Progress | None,
+    agreement: FoldAgreement | None = None,
 ) -> np.ndarray | None:
     """The label map by streaming, or None when the model cannot be streamed."""
     from orgseg.nnunet.stream import NotStreamableError
@@ -254,6 +268,7 @@ def _streamed(
         margin_mm=options.body_margin_mm,
         slab_rows=options.slab_rows,
         progress=progress,
+        agreement=agreement,
     )
     try:
         for z0, z1, (ys, xs), slab in rows:

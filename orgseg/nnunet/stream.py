@@ -238,6 +238,7 @@ def stream_labels(
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
     nets: list | None = None,
+    agreement: Any = None,
 ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
     """nnU-Net's whole-scan sliding window of predictor ``p`` (an ``nnUNetPredictor`` with
     its folds loaded, :attr:`orgseg.nnunet.predict.Predictor.nnunet`), a tile row at a time.
@@ -249,7 +250,9 @@ def stream_labels(
     ``[z0, z1)`` inside the in-plane box ``(ys, xs)``; everything not yielded is
     background. Raises :class:`NotStreamableError` before any work if the model needs the
     chunk-and-blend path. ``nets``: the folds' networks from :func:`fold_networks` (loaded
-    here when not given)."""
+    here when not given). ``agreement``: a :class:`orgseg.core.qc.FoldAgreement` that is
+    given each fold's own class map of every finished block (model grid), for the folds'
+    agreement without a second pass."""
     import torch
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
@@ -343,9 +346,12 @@ def stream_labels(
             # rows below the next tile row's start are final
             nxt = z_steps[k + 1] if k + 1 < len(z_steps) else qz
             n_final = nxt - s
-            logits = _finalise(accs, weight, n_final)
+            per_fold: list | None = [] if agreement is not None and len(accs) > 1 else None
+            logits = _finalise(accs, weight, n_final, per_fold)
             lo_model, hi_model = s - bz, nxt - bz  # padded -> model rows
             keep = slice(max(0, -lo_model), n_final - max(0, hi_model - mz))
+            if per_fold and keep.start < keep.stop:
+                agreement.add([f[keep, byp : byp + my, bxp : bxp + mx].numpy() for f in per_fold])
             if keep.start < keep.stop:
                 block = logits[:, keep, byp : byp + my, bxp : bxp + mx]
                 for z0, z1, (ys_, xs_), lab in exporter.add(max(0, lo_model), block):
@@ -388,9 +394,10 @@ def _first_input_row(plan: StreamPlan, model_row: int) -> int:
     return max(0, math.floor((model_row + 0.5) * scale - 0.5) - 2 - SPLINE_MARGIN_ROWS)
 
 
-def _finalise(accs: list, weight, n_rows: int) -> np.ndarray:
+def _finalise(accs: list, weight, n_rows: int, per_fold: list | None = None) -> np.ndarray:
     """nnU-Net's per-fold division and fold average, in half precision, for the first
-    ``n_rows`` rows of the window: (C, n_rows, Y, X) float16."""
+    ``n_rows`` rows of the window: (C, n_rows, Y, X) float16. ``per_fold``: each fold's
+    own class map of those rows is appended to it."""
     import torch
 
     w = weight[:n_rows].clone()
@@ -398,6 +405,8 @@ def _finalise(accs: list, weight, n_rows: int) -> np.ndarray:
     total = None
     for acc in accs:
         part = torch.div(acc[:, :n_rows], w)
+        if per_fold is not None:
+            per_fold.append(argmax_first(part))
         total = part if total is None else total.add_(part)
     assert total is not None
     if len(accs) > 1:

@@ -25,8 +25,9 @@ import numpy as np
 
 from orgseg.config import RunConfig
 from orgseg.core.body import PackedMask, body_mask
+from orgseg.core.qc import mask_figures
 from orgseg.core.volume import Volume
-from orgseg.inference.engine import segment_volume
+from orgseg.inference.engine import Segmentation, segment_volume
 from orgseg.inference.model import ModelOptions, SegmentationModel
 from orgseg.inference.options import EngineOptions
 from orgseg.io import write_bytes, write_volume
@@ -160,6 +161,24 @@ class MaskTargets:
     record: Callable[[str, str], str]
 
 
+def mask_qc(
+    mask: np.ndarray, organ: str, cached: CachedCase, seg: Segmentation, label: int
+) -> dict[str, float | None]:
+    """The mask's own quality figures (volume, the folds' agreement, fragmentation, share
+    outside the body); the figures that compare cases (volume plausibility, an organ
+    missing from the field of view) come from job ``qc``."""
+    agreement = seg.fold_agreement
+    figures = mask_figures(
+        mask.view(bool),
+        voxel_ml=float(np.prod(cached.spacing_mm)) / 1000.0,
+        organ=organ,
+        body=None if cached.body is None else cached.body.unpack(),
+        reference_ml=(),
+        agreement=None if agreement is None else agreement.get(label, 1.0),
+    )
+    return figures.as_dict()
+
+
 def predict_organ_masks(
     config: RunConfig,
     todo: Mapping[str, Sequence[str]],
@@ -203,6 +222,8 @@ def predict_organ_masks(
                 "voxels": int(np.count_nonzero(mask)),
                 "engine": seg.mode,
                 "seconds": round(seg.seconds, 3),
+                # quality figures that need no ground truth (orgseg.core.qc)
+                "qc": mask_qc(mask, organ, cached, seg, label),
             }
             write_bytes(targets.record(case_id, organ), json.dumps(record).encode())  # last
             written += 1

@@ -70,3 +70,38 @@ def test_each_ct_read_once_each_model_loaded_once(phantom_model_dir, tmp_path):
             record = json.loads(Path(targets.record(case_id, organ)).read_text())
             assert record["voxels"] == int(expected.sum()) and record["engine"] == "stream"
             assert record["organ"] == organ and record["folds"] == [0]
+            qc = record["qc"]
+            assert qc["fold_agreement"] is None  # one fold: nothing to agree with
+            assert 0.0 <= qc["fragmented_share"] < 1.0 and qc["outside_body_share"] == 0.0
+            voxel_ml = float(np.prod(ct.spacing_mm)) / 1000.0
+            assert qc["volume_ml"] == pytest.approx(expected.sum() * voxel_ml, rel=1e-3)
+
+
+def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
+    import torch
+
+    from orgseg.core.metrics import dice
+    from orgseg.inference.model import ModelOptions
+
+    ph = make_phantom(shape=(48, 64, 64), spacing_mm=(8.0, 7.5, 7.5), seed=31)
+    ct = Volume(ph.ct_hu, spacing_mm=(8.0, 7.5, 7.5))
+    options = run_engine_options(RunConfig(run_root="/x", data_root="/x"))
+    twin = SegmentationModel(phantom_model_dir, ModelOptions(folds=(0, 0)))
+    seg = segment_volume(twin, ct, options)
+    assert seg.fold_agreement and set(seg.fold_agreement.values()) == {1.0}  # twins agree
+    # a second fold that differs: its weights perturbed
+    nets = twin.predictor.fold_networks()
+    with torch.no_grad():
+        for p in nets[1].parameters():
+            p.add_(0.3 * p.std() * torch.randn_like(p))
+    seg = segment_volume(twin, ct, options)
+    liver = twin.labels["liver"]
+    assert 0.0 < seg.fold_agreement[liver] < 1.0
+    # close to the Dice of the two folds' own label maps (those are on the scan's grid,
+    # the agreement on the model's)
+    alone = []
+    for k in (0, 1):
+        single = SegmentationModel(phantom_model_dir, ModelOptions(folds=(0,)))
+        single.predictor._nets = [nets[k]]
+        alone.append(segment_volume(single, ct, options).labels == liver)
+    assert seg.fold_agreement[liver] == pytest.approx(dice(alone[0], alone[1]), abs=0.05)

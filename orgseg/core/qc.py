@@ -1,0 +1,176 @@
+"""Unsupervised quality figures of one pseudo-label mask, and the flags they raise.
+
+Nobody checks ~100,000 pseudo-labels by eye. Each mask gets figures that need no ground
+truth (:class:`MaskFigures`): how much its ensemble's folds agree, how plausible its
+volume is against the manual masks of that organ, how fragmented it is, and how much of
+it lies outside the body; :func:`flags` turns them into reasons against thresholds
+(:class:`QCThresholds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from orgseg.errors import DataContractError
+
+#: organs that are two structures in the body (their mask is two components)
+PAIRED_ORGANS = frozenset(
+    {"lungs", "kidneys", "adrenal_glands", "femoral_heads", "hips", "eyeballs", "clavicles"}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QCThresholds:
+    """A mask is flagged when any figure is past its threshold."""
+
+    #: mean pairwise Dice of the folds' masks below this
+    min_fold_agreement: float = 0.85
+    #: |robust z-score| of the volume against the organ's manual masks above this
+    max_volume_z: float = 4.0
+    #: share of the mask outside its largest component(s) above this
+    max_fragmented_share: float = 0.05
+    #: share of the mask outside the body contour above this
+    max_outside_body_share: float = 0.01
+    #: a mask smaller than this (ml) is taken as empty
+    min_volume_ml: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaskFigures:
+    volume_ml: float
+    fold_agreement: float | None  # None: a single fold
+    volume_z: float | None  # None: no manual masks of the organ to compare with
+    fragmented_share: float
+    outside_body_share: float | None  # None: no body contour
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {k: (None if v is None else round(float(v), 4)) for k, v in asdict(self).items()}
+
+
+def fragmented_share(mask: np.ndarray, *, components: int = 1) -> float:
+    """Share of the mask's voxels outside its ``components`` largest connected components
+    (26-connectivity); 0 for an empty mask."""
+    total = int(np.count_nonzero(mask))
+    if total == 0:
+        return 0.0
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= components:
+        return 0.0
+    sizes = np.bincount(labelled.ravel())[1:]
+    kept = int(np.sort(sizes)[::-1][:components].sum())
+    return (total - kept) / total
+
+
+def outside_share(mask: np.ndarray, body: np.ndarray) -> float:
+    """Share of the mask's voxels outside ``body``; 0 for an empty mask."""
+    if mask.shape != body.shape:
+        raise DataContractError(f"mask {mask.shape} and body {body.shape} differ in shape")
+    total = int(np.count_nonzero(mask))
+    return 0.0 if total == 0 else int(np.count_nonzero(mask & ~body)) / total
+
+
+def robust_z(value: float, reference: Sequence[float]) -> float | None:
+    """(value - median) / (1.4826 x MAD) of ``reference``; None with fewer than 3
+    reference values or no spread (then nothing can be called implausible)."""
+    ref = np.asarray(reference, dtype=float)
+    if ref.size < 3:
+        return None
+    med = float(np.median(ref))
+    mad = 1.4826 * float(np.median(np.abs(ref - med)))
+    if mad <= 0:
+        return None
+    return (float(value) - med) / mad
+
+
+def fold_agreement(fold_voxels: Sequence[int], overlaps: Mapping[tuple[int, int], int]) -> float:
+    """Mean pairwise Dice of the folds' masks, from each fold's voxel count and each
+    pair's overlap (``overlaps[(i, j)]``, i < j). Two empty masks agree (Dice 1)."""
+    n = len(fold_voxels)
+    if n < 2:
+        raise DataContractError(f"fold agreement needs 2 or more folds, got {n}")
+    dice = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            both = fold_voxels[i] + fold_voxels[j]
+            dice.append(1.0 if both == 0 else 2.0 * overlaps[(i, j)] / both)
+    return float(np.mean(dice))
+
+
+class FoldAgreement:
+    """Per class, each fold's voxel count and each pair of folds' overlap, added up a
+    block at a time while an ensemble predicts (no second pass, no per-fold volumes)."""
+
+    def __init__(self) -> None:
+        self.voxels: dict[int, list[int]] = {}
+        self.overlaps: dict[int, dict[tuple[int, int], int]] = {}
+        self.folds = 0
+
+    def add(self, fold_labels: Sequence[np.ndarray]) -> None:
+        """One block's class map from each fold (same shape, class indices)."""
+        n = len(fold_labels)
+        if self.folds and n != self.folds:
+            raise DataContractError(f"expected {self.folds} folds' blocks, got {n}")
+        self.folds = n
+        present = np.unique(np.concatenate([np.unique(f) for f in fold_labels]))
+        for c in (int(v) for v in present if v > 0):
+            masks = [f == c for f in fold_labels]
+            counts = self.voxels.setdefault(c, [0] * n)
+            pairs = self.overlaps.setdefault(c, {})
+            for i in range(n):
+                counts[i] += int(np.count_nonzero(masks[i]))
+                for j in range(i + 1, n):
+                    pairs[(i, j)] = pairs.get((i, j), 0) + int(
+                        np.count_nonzero(masks[i] & masks[j])
+                    )
+
+    def per_class(self) -> dict[int, float]:
+        """class index -> mean pairwise Dice of the folds (classes no fold predicted are
+        absent: the folds agree there)."""
+        if self.folds < 2:
+            return {}
+        return {c: fold_agreement(self.voxels[c], self.overlaps[c]) for c in sorted(self.voxels)}
+
+
+def mask_figures(
+    mask: np.ndarray,
+    *,
+    voxel_ml: float,
+    organ: str,
+    body: np.ndarray | None,
+    reference_ml: Sequence[float],
+    agreement: float | None,
+) -> MaskFigures:
+    """Every figure of one mask (``reference_ml``: the organ's manual-mask volumes in
+    the same size group)."""
+    volume = float(np.count_nonzero(mask)) * voxel_ml
+    return MaskFigures(
+        volume_ml=volume,
+        fold_agreement=agreement,
+        volume_z=robust_z(volume, reference_ml),
+        fragmented_share=fragmented_share(mask, components=2 if organ in PAIRED_ORGANS else 1),
+        outside_body_share=None if body is None else outside_share(mask, body),
+    )
+
+
+def flags(figures: MaskFigures, thresholds: QCThresholds, *, expected: bool = True) -> list[str]:
+    """The reasons a mask is not trusted (empty: trusted). ``expected``: the organ should
+    be in this scan's field of view (then an empty mask is a reason too)."""
+    out = []
+    t = thresholds
+    if expected and figures.volume_ml < t.min_volume_ml:
+        out.append(f"empty ({figures.volume_ml:.1f} ml) though expected in the field of view")
+    if figures.fold_agreement is not None and figures.fold_agreement < t.min_fold_agreement:
+        out.append(f"folds disagree (mean pairwise Dice {figures.fold_agreement:.3f})")
+    if figures.volume_z is not None and abs(figures.volume_z) > t.max_volume_z:
+        out.append(f"implausible volume (robust z {figures.volume_z:+.1f})")
+    if figures.fragmented_share > t.max_fragmented_share:
+        out.append(f"fragmented ({figures.fragmented_share:.1%} outside the main component)")
+    if figures.outside_body_share is not None and (
+        figures.outside_body_share > t.max_outside_body_share
+    ):
+        out.append(f"outside the body ({figures.outside_body_share:.1%})")
+    return out

@@ -1,0 +1,81 @@
+"""Pseudo-label quality figures on hand-built masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orgseg.core.qc import (
+    QCThresholds,
+    flags,
+    fold_agreement,
+    fragmented_share,
+    mask_figures,
+    outside_share,
+    robust_z,
+)
+
+
+def blob(shape=(20, 20, 20), box=(slice(5, 15),) * 3) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[box] = True
+    return m
+
+
+def test_fragmentation_counts_what_lies_outside_the_main_components():
+    m = blob()  # 1000 voxels
+    assert fragmented_share(m) == 0.0
+    m[0:2, 0:5, 0:5] = True  # a 50-voxel island
+    assert fragmented_share(m) == pytest.approx(50 / 1050)
+    # a paired organ keeps its two largest components
+    assert fragmented_share(m, components=2) == 0.0
+    assert fragmented_share(np.zeros((4, 4, 4), bool)) == 0.0
+    diagonal = np.zeros((3, 3, 3), bool)
+    diagonal[0, 0, 0] = diagonal[1, 1, 1] = True  # touching corners: one component
+    assert fragmented_share(diagonal) == 0.0
+
+
+def test_outside_body_share_and_robust_z():
+    m = blob()
+    body = np.zeros_like(m)
+    body[:, :, :13] = True  # the mask's x 13..14 lie outside: 2 of 10 columns
+    assert outside_share(m, body) == pytest.approx(0.2)
+    ref = [1500.0, 1600.0, 1400.0, 1550.0, 1450.0]  # median 1500, MAD 50
+    assert robust_z(1500.0, ref) == 0.0
+    assert robust_z(1500.0 + 4 * 1.4826 * 50, ref) == pytest.approx(4.0)
+    assert robust_z(10.0, [1.0, 2.0]) is None  # too few to judge
+    assert robust_z(10.0, [5.0, 5.0, 5.0]) is None  # no spread
+
+
+def test_fold_agreement_is_the_mean_pairwise_dice():
+    a, b, c = blob(), blob(), blob(box=(slice(5, 15), slice(5, 15), slice(10, 20)))
+    counts = [int(m.sum()) for m in (a, b, c)]
+    overlaps = {(0, 1): int((a & b).sum()), (0, 2): int((a & c).sum()), (1, 2): int((b & c).sum())}
+    assert fold_agreement(counts, overlaps) == pytest.approx((1.0 + 0.5 + 0.5) / 3)
+    assert fold_agreement([0, 0], {(0, 1): 0}) == 1.0
+
+
+def test_flags_give_the_reasons_a_mask_is_not_trusted():
+    good = blob()
+    body = np.ones_like(good)
+    ref = [1.0, 1.1, 0.9, 1.05, 0.95]  # ml: 1000 voxels of 1 mm^3 = 1 ml
+    t = QCThresholds()
+    figures = mask_figures(
+        good, voxel_ml=1e-3, organ="liver", body=body, reference_ml=ref, agreement=0.95
+    )
+    assert figures.volume_ml == pytest.approx(1.0) and flags(figures, t) == []
+    bad = good.copy()
+    bad[0:3, 0:10, 0:10] = True  # a 300-voxel island
+    body[0:3] = False
+    figures = mask_figures(
+        bad, voxel_ml=1e-3, organ="liver", body=body, reference_ml=ref, agreement=0.6
+    )
+    reasons = " | ".join(flags(figures, t))
+    assert "folds disagree" in reasons and "implausible volume" in reasons
+    assert "fragmented" in reasons and "outside the body" in reasons
+    empty = mask_figures(
+        np.zeros_like(good), voxel_ml=1e-3, organ="liver", body=None, reference_ml=[],
+        agreement=None,
+    )  # fmt: skip
+    assert any("empty" in r for r in flags(empty, t))
+    assert flags(empty, t, expected=False) == []
