@@ -103,10 +103,24 @@ def train_unit(
                 trainer.load_checkpoint(str(out / "checkpoint_final.pth"))
                 resumed_from = trainer.current_epoch
             else:
-                if (out / "checkpoint_latest.pth").exists():
-                    trainer.load_checkpoint(str(out / "checkpoint_latest.pth"))
+                for name in ("checkpoint_latest.pth", "checkpoint_best.pth"):
+                    if not (out / name).exists():
+                        continue
+                    try:
+                        trainer.load_checkpoint(str(out / name))
+                    except (RuntimeError, EOFError, OSError) as exc:
+                        # a save cut short by a preemption leaves a torn file behind
+                        log.warning(
+                            "train %s fold %d: %s unreadable (%s); trying an older one",
+                            dataset, fold, name, exc,
+                        )  # fmt: skip
+                        continue
                     resumed_from = trainer.current_epoch
-                    log.info("train %s fold %d: resuming at epoch %d", dataset, fold, resumed_from)
+                    log.info(
+                        "train %s fold %d: resuming at epoch %d from %s", dataset, fold,
+                        resumed_from, name,
+                    )  # fmt: skip
+                    break
                 log.info(
                     "train %s fold %d: %d epochs x %d iterations",
                     dataset,
