@@ -122,11 +122,11 @@ def _folder_uids(
     by_folder: dict[str, list[tuple[str, int]]] = {}
     for url, size in files:
         by_folder.setdefault(posixpath.dirname(url), []).append((url, size))
-    probes = [u for members in by_folder.values() for u in _probes(members)]
-    uids = _uids(probes, progress)
+    probes = {folder: _probes(members) for folder, members in by_folder.items()}
+    uids = _uids([u for urls in probes.values() for u in urls], progress)
     rest = []
-    for members in by_folder.values():
-        seen = {uids[u] for u in _probes(members)}
+    for folder, members in by_folder.items():
+        seen = {uids[u] for u in probes[folder]}
         if len(seen) == 1 and None not in seen:
             uid = next(iter(seen))
             uids.update({u: uid for u, _ in members})

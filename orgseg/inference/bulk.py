@@ -111,10 +111,8 @@ def check_device(device: str) -> None:
         ) from None
 
 
-Loaded = tuple  # (Volume, Reorientation) from load_ct
-
-
-def _load(case: BulkCase) -> Loaded:
+def _load(case: BulkCase) -> tuple:
+    """The case's CT as :func:`load_ct` returns it: (Volume, Reorientation)."""
     from orgseg.io.volumes import load_ct
 
     return load_ct(case.source_url, series_uid=case.series_uid or None)

@@ -76,11 +76,6 @@ def load_plan(dest: str) -> list[BulkCase]:
     return [BulkCase(**d) for d in json.loads(read_bytes(_cases_url(dest)))]
 
 
-def committed(dest: str, case_id: str) -> dict | None:
-    got = read_many([status_url(dest, case_id)])
-    return json.loads(next(iter(got.values()))) if got else None
-
-
 def committed_all(dest: str) -> dict[str, dict]:
     """case id -> committed status: one listing of the status folder, then the statuses
     read concurrently (never one blocking request per case)."""
