@@ -21,36 +21,51 @@ class Organ:
     display: str
     paired: bool = False
     bone: bool = False
+    #: the body levels the organ spans, head to thigh (:data:`BODY_LEVELS`): a scan whose
+    #: other organs reach beyond both ends has this organ in its field of view
+    levels: tuple[int, int] = (0, 7)
 
+
+#: coarse craniocaudal levels, head (0) to proximal thigh (7)
+BODY_LEVELS: tuple[str, ...] = (
+    "head",
+    "neck",
+    "upper thorax",
+    "lower thorax",
+    "upper abdomen",
+    "lower abdomen",
+    "pelvis",
+    "proximal thigh",
+)
 
 STRATEGY1_ORGANS: tuple[Organ, ...] = (
-    Organ(name="adrenal_glands", display="Adrenal glands", paired=True),
-    Organ(name="aorta", display="Aorta"),
-    Organ(name="brain", display="Brain"),
-    Organ(name="clavicles", display="Clavicles", paired=True, bone=True),
-    Organ(name="colon", display="Colon"),
-    Organ(name="esophagus", display="Esophagus"),
-    Organ(name="eyeballs", display="Eyeballs", paired=True),
-    Organ(name="femoral_heads", display="Femoral heads", paired=True, bone=True),
-    Organ(name="gallbladder", display="Gallbladder"),
-    Organ(name="hips", display="Hips", paired=True, bone=True),
-    Organ(name="sacrum", display="Sacrum", bone=True),
-    Organ(name="kidneys", display="Kidneys", paired=True),
-    Organ(name="liver", display="Liver"),
-    Organ(name="lungs", display="Lungs", paired=True),
-    Organ(name="pancreas", display="Pancreas"),
-    Organ(name="rectum", display="Rectum"),
+    Organ(name="adrenal_glands", display="Adrenal glands", paired=True, levels=(4, 4)),
+    Organ(name="aorta", display="Aorta", levels=(2, 5)),
+    Organ(name="brain", display="Brain", levels=(0, 0)),
+    Organ(name="clavicles", display="Clavicles", paired=True, bone=True, levels=(1, 2)),
+    Organ(name="colon", display="Colon", levels=(4, 6)),
+    Organ(name="esophagus", display="Esophagus", levels=(1, 3)),
+    Organ(name="eyeballs", display="Eyeballs", paired=True, levels=(0, 0)),
+    Organ(name="femoral_heads", display="Femoral heads", paired=True, bone=True, levels=(6, 7)),
+    Organ(name="gallbladder", display="Gallbladder", levels=(4, 4)),
+    Organ(name="hips", display="Hips", paired=True, bone=True, levels=(5, 7)),
+    Organ(name="sacrum", display="Sacrum", bone=True, levels=(5, 6)),
+    Organ(name="kidneys", display="Kidneys", paired=True, levels=(4, 5)),
+    Organ(name="liver", display="Liver", levels=(3, 4)),
+    Organ(name="lungs", display="Lungs", paired=True, levels=(2, 3)),
+    Organ(name="pancreas", display="Pancreas", levels=(4, 4)),
+    Organ(name="rectum", display="Rectum", levels=(6, 6)),
     # the paper's name for this muscle label; kept verbatim so tables match the paper
-    Organ(name="rectus_lumbarium", display="Rectus lumbarium"),
-    Organ(name="ribs", display="Ribs", paired=True, bone=True),
-    Organ(name="small_bowel", display="Small bowel"),
-    Organ(name="spinal_cord", display="Spinal cord"),
-    Organ(name="spleen", display="Spleen"),
-    Organ(name="stomach", display="Stomach"),
-    Organ(name="urinary_bladder", display="Urinary bladder"),
-    Organ(name="vertebrae", display="Vertebrae", bone=True),
-    Organ(name="whole_bones", display="Whole bones", bone=True),
-    Organ(name="heart", display="Heart"),
+    Organ(name="rectus_lumbarium", display="Rectus lumbarium", levels=(4, 6)),
+    Organ(name="ribs", display="Ribs", paired=True, bone=True, levels=(2, 4)),
+    Organ(name="small_bowel", display="Small bowel", levels=(5, 6)),
+    Organ(name="spinal_cord", display="Spinal cord", levels=(1, 4)),
+    Organ(name="spleen", display="Spleen", levels=(3, 4)),
+    Organ(name="stomach", display="Stomach", levels=(3, 4)),
+    Organ(name="urinary_bladder", display="Urinary bladder", levels=(6, 6)),
+    Organ(name="vertebrae", display="Vertebrae", bone=True, levels=(1, 6)),
+    Organ(name="whole_bones", display="Whole bones", bone=True, levels=(0, 7)),
+    Organ(name="heart", display="Heart", levels=(2, 3)),
 )
 
 ORGANS: Mapping[str, Organ] = {o.name: o for o in STRATEGY1_ORGANS}

@@ -123,7 +123,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(
         config, PhantomSetConfig(n_sources=args.sources, n_cases=args.cases, seed=args.seed)
     )
+    qc = "\n".join(result.qc)
     sys.stdout.write(
+        f"\nPseudo-label QC ({config.run_root}/qc/: qc.csv, summary.csv, sheets/):\n{qc}\n"
         f"\nHeld-out test cases, Dice vs phantom ground truth:\n{result.report}\n"
         f"wall time: {result.wall_s:.0f} s; everything is under {config.run_root}/\n"
         f"report (tables per source and size, tests, plots, CV and chunking tables): "
@@ -135,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from orgseg.pipeline.units import run_job
 
-    for line in run_job(_load_config(args.config), args.job, args.unit or ()):
+    for line in run_job(_load_config(args.config), args.job, args.unit or (), force=args.force):
         sys.stdout.write(line + "\n")
     return 0
 
@@ -305,7 +307,10 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             storage=storage,
             discovery=(args.input, parts) if on_slurm_parts else None,
         )
-        sys.stdout.write(f"submitted {args.shards} shard task(s) and a finalize job: {jobs}\n")
+        first = f"{parts} discovery part(s), their merge, " if on_slurm_parts else ""
+        sys.stdout.write(
+            f"submitted {first}{args.shards} shard task(s) and a finalize job: {jobs}\n"
+        )
         if not args.wait:
             return 0
         wait_for_jobs(jobs, timeout_s=args.wait_timeout)
@@ -414,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="one unit by name (repeatable), e.g. liver_0 for strategy1-train; default: all",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run units already marked done (each redoes only what changed, e.g. fusion "
+        "after an edited pseudo_labels.review)",
     )
     p.set_defaults(func=cmd_run)
 

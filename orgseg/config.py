@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 
 from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
 from orgseg.configtools import load_dataclass
+from orgseg.core.qc import QCThresholds
 from orgseg.errors import ConfigError
 from orgseg.inference.options import EngineOptions
 
@@ -135,6 +136,30 @@ class BodyCropConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PseudoLabelConfig:
+    #: thresholds of the per-mask quality figures; a mask past one is not trusted
+    qc: QCThresholds = field(default_factory=QCThresholds)
+    #: a person's decisions that overrule QC: CSV (file or URL) ``case,organ,accept|reject``
+    review: str | None = None
+    #: the worst-scoring masks of each organ shown on its contact sheet (qc/sheets/)
+    sheet_masks: int = 8
+
+
+#: what fusion does with a pseudo-label QC did not trust (fusion.untrusted)
+Untrusted = Literal["ignore", "drop-case", "keep"]
+UNTRUSTED_POLICIES: tuple[str, ...] = get_args(Untrusted)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FusionConfig:
+    #: ignore: the mask's voxels (grown by ignore_margin_mm) that no trusted label claims
+    #: become nnU-Net's ignore label; drop-case: the case is left out of strategy 2;
+    #: keep: fused as if trusted
+    untrusted: Untrusted = "ignore"
+    ignore_margin_mm: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluationConfig:
     #: optional folder of full reference label maps (catalog label ids), e.g. phantom truth
     ground_truth_dir: str | None = None
@@ -176,6 +201,8 @@ class RunConfig:
     #: the chunked engine for the run's own predictions (see orgseg segment); body_crop
     #: and body_margin_mm follow body_crop below
     inference: EngineOptions = field(default_factory=EngineOptions)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -204,6 +231,16 @@ class RunConfig:
             raise ConfigError(
                 f"split: expected 0 <= test_fraction < 1 and n_folds >= 2, got "
                 f"{self.split.test_fraction}, {self.split.n_folds}"
+            )
+        if self.fusion.untrusted not in UNTRUSTED_POLICIES or self.fusion.ignore_margin_mm < 0:
+            raise ConfigError(
+                f"fusion: expected untrusted one of {list(UNTRUSTED_POLICIES)} and "
+                f"ignore_margin_mm >= 0, got {self.fusion.untrusted!r}, "
+                f"{self.fusion.ignore_margin_mm}"
+            )
+        if self.pseudo_labels.sheet_masks < 0:
+            raise ConfigError(
+                f"pseudo_labels.sheet_masks must be >= 0, got {self.pseudo_labels.sheet_masks}"
             )
         if not 0 < self.nnunet.features_scale <= 1.0:
             raise ConfigError(

@@ -9,12 +9,13 @@ it lies outside the body; :func:`flags` turns them into reasons against threshol
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from orgseg.core.body import PackedMask
 from orgseg.errors import DataContractError
 
 #: organs that are two structures in the body (their mask is two components)
@@ -65,12 +66,18 @@ def fragmented_share(mask: np.ndarray, *, components: int = 1) -> float:
     return (total - kept) / total
 
 
-def outside_share(mask: np.ndarray, body: np.ndarray) -> float:
-    """Share of the mask's voxels outside ``body``; 0 for an empty mask."""
-    if mask.shape != body.shape:
+def outside_share(mask: np.ndarray, body: np.ndarray | PackedMask) -> float:
+    """Share of the mask's voxels outside ``body`` (a bool array, or packed bits: then
+    the mask is packed too, and the body never unpacked); 0 for an empty mask."""
+    if tuple(mask.shape) != tuple(body.shape):
         raise DataContractError(f"mask {mask.shape} and body {body.shape} differ in shape")
     total = int(np.count_nonzero(mask))
-    return 0.0 if total == 0 else int(np.count_nonzero(mask & ~body)) / total
+    if total == 0:
+        return 0.0
+    if isinstance(body, PackedMask):  # pad bits: 0 in the packed mask, so never counted
+        outside = np.packbits(mask.view(bool), axis=-1) & ~body.bits
+        return int(np.unpackbits(outside).sum()) / total
+    return int(np.count_nonzero(mask & ~body)) / total
 
 
 def robust_z(value: float, reference: Sequence[float]) -> float | None:
@@ -140,7 +147,7 @@ def mask_figures(
     *,
     voxel_ml: float,
     organ: str,
-    body: np.ndarray | None,
+    body: np.ndarray | PackedMask | None,
     reference_ml: Sequence[float],
     agreement: float | None,
 ) -> MaskFigures:
@@ -174,3 +181,33 @@ def flags(figures: MaskFigures, thresholds: QCThresholds, *, expected: bool = Tr
     ):
         out.append(f"outside the body ({figures.outside_body_share:.1%})")
     return out
+
+
+def in_field_of_view(levels: tuple[int, int], others: Iterable[tuple[int, int]]) -> bool:
+    """Whether a scan holds an organ spanning body ``levels`` (head 0 to thigh 7): some
+    other organ found in it starts above the organ's top level and some ends below its
+    bottom one, so the scan reaches past both ends.
+
+    >>> in_field_of_view((3, 4), [(2, 3), (6, 6)])  # liver, between lungs and bladder
+    True
+    >>> in_field_of_view((3, 4), [(2, 3), (3, 4)])  # a chest scan: the liver may be cut
+    False
+    """
+    seen = list(others)
+    return any(o[0] < levels[0] for o in seen) and any(o[1] > levels[1] for o in seen)
+
+
+def severity(figures: MaskFigures, thresholds: QCThresholds, *, expected: bool = True) -> float:
+    """How far the mask's worst figure is past its threshold (1: at it; above 1 it is
+    flagged), for ranking the masks a person should look at first."""
+    t = thresholds
+    parts = [figures.fragmented_share / max(t.max_fragmented_share, 1e-9)]
+    if expected and figures.volume_ml < t.min_volume_ml:
+        parts.append(10.0)
+    if figures.fold_agreement is not None:
+        parts.append((1.0 - figures.fold_agreement) / max(1.0 - t.min_fold_agreement, 1e-9))
+    if figures.volume_z is not None:
+        parts.append(abs(figures.volume_z) / max(t.max_volume_z, 1e-9))
+    if figures.outside_body_share is not None:
+        parts.append(figures.outside_body_share / max(t.max_outside_body_share, 1e-9))
+    return float(max(parts))

@@ -25,14 +25,40 @@ def _png(fig) -> bytes:  # noqa: ANN001
     return buf.getvalue()
 
 
+def dice_axis(values: Sequence[float]) -> tuple[float, float]:
+    """The Dice axis of a box plot: from a little below the 5th percentile (in steps of
+    0.05) to 1, so boxes of good models are not flattened at the top of a 0-1 axis by one
+    failed case; values below are counted on the plot instead.
+
+    >>> dice_axis([0.91, 0.93, 0.95, 0.97])
+    (0.85, 1.01)
+    >>> dice_axis([0.0] + [0.9] * 40)
+    (0.85, 1.01)
+    """
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None], float)
+    if v.size == 0:
+        return (0.0, 1.01)
+    low = float(np.percentile(v, 5))
+    return (max(0.0, round(float(np.floor(low * 20)) / 20 - 0.05, 2)), 1.01)
+
+
+FONT = {"ticks": 8, "labels": 9, "title": 10}
+
+
 def dice_boxplot(rows: Sequence[CaseMetrics], *, title: str = "Dice per organ") -> bytes:
-    """One box per (organ, model): organs along x, models side by side in colour."""
+    """One box per (organ, model): organs along x, models side by side in colour, the
+    legend beside the panel (never over the data), the Dice axis zoomed by
+    :func:`dice_axis`."""
     plt = _pyplot()
     models = models_of(rows)
     organs = sorted({r.organ for r in rows}, key=organ_order)
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(organs) * max(1, len(models)) ** 0.5), 4))
+    panel_w = max(4.0, 0.35 * len(organs) * max(1, len(models)) + 1.0)
+    fig, ax = plt.subplots(figsize=(panel_w + (1.6 if len(models) > 1 else 0.0), 3.6))
     colours = plt.get_cmap("tab10").colors
+    lo, hi = dice_axis([r.dice for r in rows])
     for k, model in enumerate(models):
         data = [[r.dice for r in rows if r.model == model and r.organ == o] for o in organs]
         positions = [i + (k - (len(models) - 1) / 2) * width for i in range(len(organs))]
@@ -50,15 +76,24 @@ def dice_boxplot(rows: Sequence[CaseMetrics], *, title: str = "Dice per organ") 
         for patch in box["boxes"]:
             patch.set_facecolor(colours[k % len(colours)])
             patch.set_alpha(0.6)
+        for p, d in kept:  # the cases below the axis, counted at its foot
+            below = sum(1 for x in d if x < lo)
+            if below:
+                ax.annotate(f"{below}\u2193", (p, lo), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=FONT["ticks"] - 1)  # fmt: skip
         ax.plot([], [], "s", color=colours[k % len(colours)], label=model)
     ax.set_xticks(range(len(organs)))
-    ax.set_xticklabels([o.replace("_", " ") for o in organs], rotation=45, ha="right")
-    ax.set_ylabel("Dice")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
+    ax.set_xticklabels(
+        [o.replace("_", " ") for o in organs], rotation=45, ha="right", fontsize=FONT["ticks"]
+    )
+    ax.tick_params(axis="y", labelsize=FONT["ticks"])
+    ax.set_ylabel("Dice", fontsize=FONT["labels"])
+    ax.set_ylim(lo, hi)
+    ax.set_title(title if lo == 0 else f"{title} (axis from {lo:.2f})", fontsize=FONT["title"])
     ax.grid(axis="y", alpha=0.3)
     if len(models) > 1:
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONT["labels"],
+                  frameon=False)  # fmt: skip
     return _png(fig)
 
 

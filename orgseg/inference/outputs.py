@@ -12,7 +12,6 @@ for the case are removed again, so a case has all its outputs or none.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Mapping
@@ -24,7 +23,6 @@ from orgseg.core.body import PackedMask
 from orgseg.core.orientation import Reorientation
 from orgseg.core.size import water_equivalent_diameter
 from orgseg.core.statistics import organ_statistics
-from orgseg.core.views import orthogonal_views, view_centre
 from orgseg.core.volume import Volume
 from orgseg.errors import ConfigError
 from orgseg.io import join_url, save_like, write_bytes
@@ -86,48 +84,9 @@ def render_preview(
     labels: np.ndarray, ct: Volume, label_ids: Mapping[str, int], *, title: str = ""
 ) -> bytes:
     """PNG bytes: three orthogonal views through the segmented organs, coloured overlay."""
-    import matplotlib
+    from orgseg.render import preview_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    centre = view_centre(labels > 0)
-    palette = matplotlib.colormaps["tab20"].colors
-    n_colors = max(label_ids.values(), default=0) + 1
-    colours = [(0, 0, 0, 0)] + [
-        (*palette[(i - 1) % len(palette)], 0.45) for i in range(1, n_colors)
-    ]
-    cmap = ListedColormap(colours)
-    views = zip(
-        orthogonal_views(np.asarray(ct.array), centre, ct.spacing_mm),
-        orthogonal_views(labels, centre, ct.spacing_mm),
-        strict=True,
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
-    for ax, (img, lab) in zip(axes, views, strict=True):
-        ax.imshow(img.image, cmap="gray", vmin=-400, vmax=600, aspect=img.aspect)
-        ax.imshow(
-            lab.image,
-            cmap=cmap,
-            vmin=0,
-            vmax=n_colors - 1,
-            aspect=img.aspect,
-            interpolation="nearest",
-        )
-        ax.set_title(img.name)
-        ax.axis("off")
-    present = [o for o, i in label_ids.items() if np.any(labels == i)]
-    handles = [Patch(color=colours[label_ids[o]][:3], label=o) for o in present]
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=11)
-    if title:
-        fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return preview_png(labels, np.asarray(ct.array), ct.spacing_mm, label_ids, title=title)
 
 
 def write_case_outputs(

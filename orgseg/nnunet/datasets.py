@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL_NAME = "CT"
 FILE_ENDING = ".nii.gz"
+#: nnU-Net v2's name of the label its losses leave out (it must be the highest value)
+IGNORE_LABEL = "ignore"
 
 
 def dataset_name(dataset_id: int, name: str) -> str:
@@ -28,9 +30,11 @@ def dataset_name(dataset_id: int, name: str) -> str:
 
 
 def make_dataset_json(
-    *, labels: Mapping[str, int], n_training: int, description: str
+    *, labels: Mapping[str, int], n_training: int, description: str, ignore: bool = False
 ) -> dict[str, object]:
-    """The ``dataset.json`` of a one-channel CT dataset with consecutive label values."""
+    """The ``dataset.json`` of a one-channel CT dataset with consecutive label values;
+    ``ignore``: plus nnU-Net's ignore label, one above the highest (see
+    :func:`ignore_value`)."""
     values = sorted(labels.values())
     if values != list(range(1, len(values) + 1)):
         raise DataContractError(
@@ -42,10 +46,19 @@ def make_dataset_json(
         "description": description,
         "reference": "orgseg",
         "channel_names": {"0": CHANNEL_NAME},
-        "labels": {"background": 0, **{k: int(v) for k, v in labels.items()}},
+        "labels": {
+            "background": 0,
+            **{k: int(v) for k, v in labels.items()},
+            **({IGNORE_LABEL: ignore_value(labels)} if ignore else {}),
+        },
         "numTraining": int(n_training),
         "file_ending": FILE_ENDING,
     }
+
+
+def ignore_value(labels: Mapping[str, int]) -> int:
+    """The value of nnU-Net's ignore label in a dataset of ``labels``: one above them."""
+    return max(labels.values(), default=0) + 1
 
 
 def write_dataset_json(folder: Path, content: Mapping[str, object]) -> None:

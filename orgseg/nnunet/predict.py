@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from orgseg.errors import DataContractError
+from orgseg.nnunet.datasets import IGNORE_LABEL
 from orgseg.nnunet.env import nnunet_output_to_log
 from orgseg.nnunet.export import slab_export_mode
 
@@ -63,12 +64,13 @@ class Predictor:
             self._predictor.initialize_from_trained_model_folder(
                 str(model_dir), use_folds=folds, checkpoint_name=checkpoint
             )
-        self.n_classes = len(self._predictor.dataset_json["labels"])
+        # a model trained with nnU-Net's ignore label predicts every label but that one
         self.labels: dict[str, int] = {
             k: int(v)
             for k, v in self._predictor.dataset_json["labels"].items()
-            if k != "background"
+            if k not in ("background", IGNORE_LABEL)
         }
+        self.n_classes = len(self.labels) + 1
         log.info("loaded %s folds %s", model_dir, list(folds))
 
     def predict(

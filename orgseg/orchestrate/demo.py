@@ -18,6 +18,7 @@ from orgseg.io import exists, join_url, read_bytes, write_bytes
 from orgseg.orchestrate.runner import train_all
 from orgseg.pipeline.evaluate import format_dice_table
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
+from orgseg.pipeline.qc import summary_text
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class DemoResult:
     cv_dice: dict[str, float]
     wall_s: float
     report: str
+    #: lines of the pseudo-label QC summary (qc/summary.csv)
+    qc: tuple[str, ...] = ()
 
 
 def run_demo(config: RunConfig, phantoms: PhantomSetConfig) -> DemoResult:
@@ -58,4 +61,5 @@ def run_demo(config: RunConfig, phantoms: PhantomSetConfig) -> DemoResult:
         cv_dice=cv,
         wall_s=wall,
         report=format_dice_table(results, cv),
+        qc=tuple(summary_text(config)),
     )

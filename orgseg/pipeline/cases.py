@@ -17,7 +17,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,8 @@ class CaseRecord:
     series_uid: str | None = None
     #: label values (or ROI names) found in the case's labels that the registry does not map
     unmapped_labels: tuple[object, ...] = ()
+    #: organ -> volume of its manual mask (the reference pseudo-label QC compares with)
+    manual_volumes_ml: dict[str, float] = field(default_factory=dict)
 
     @property
     def crop_box(self) -> CropBox:
@@ -221,6 +223,7 @@ def prepare_case(
     else:
         box = CropBox((0, 0, 0), ct.shape, ct.shape)
     size = patient_size(ct.array, body, spacing_mm=ct.spacing_mm)
+    voxel_ml = float(np.prod(ct.spacing_mm)) / 1000.0
     buf = io.BytesIO()
     np.savez_compressed(buf, **{o: crop(labels.masks[o], box) for o in organs})
     write_volume(crop_volume(ct, box), layout.cropped_ct(case.case_id))
@@ -240,6 +243,9 @@ def prepare_case(
         spacing_mm=ct.spacing_mm,
         series_uid=case.series_uid,
         unmapped_labels=labels.unmapped,
+        manual_volumes_ml={
+            o: round(float(np.count_nonzero(labels.masks[o])) * voxel_ml, 3) for o in organs
+        },
     )
     write_bytes(record_url, json.dumps(asdict(record), indent=2).encode())  # committed last
     return record

@@ -76,14 +76,18 @@ def build_dataset(
     description: str,
     label_of: Callable[[str, Volume], np.ndarray] | None = None,
     label_url_of: Callable[[str], str] | None = None,
+    ignore: bool = False,
+    fingerprint: str = "",
 ) -> str:
     """Write, verify, plan and preprocess one nnU-Net dataset; write its CV splits.
 
     ``label_of(case_id, cropped_ct)`` returns the case's label array on the cropped grid;
     or ``label_url_of(case_id)`` names a label map already written on that grid with the
     dataset's ids (linked or copied as it is, never decoded).
+    ``ignore``: the label maps hold nnU-Net's ignore label (one above ``labels``);
+    ``fingerprint``: what else the label maps depend on (a change rebuilds the dataset).
     Returns the configuration name to train. Skipped (but re-planned if needed) when the
-    same case list was already written.
+    same case list (and fingerprint) was already written.
     """
     layout = RunLayout.of(config)
     paths = layout.nnunet.make()
@@ -94,10 +98,17 @@ def build_dataset(
             "CV folds; add cases (or sources labelling this organ) or lower split.n_folds"
         )
     built = folder / _BUILT
-    expected = {"cases": sorted(case_ids), "labels": dict(labels)}
+    expected = {
+        "cases": sorted(case_ids),
+        "labels": dict(labels),
+        **({"ignore": True} if ignore else {}),
+        **({"fingerprint": fingerprint} if fingerprint else {}),
+    }
     if not (built.exists() and json.loads(built.read_text()) == expected):
         if folder.exists():
             shutil.rmtree(folder)
+        # a rebuilt dataset is preprocessed again (the old plan was made from other maps)
+        shutil.rmtree(paths.preprocessed / name, ignore_errors=True)
         if (label_of is None) == (label_url_of is None):
             raise ValueError("build_dataset: give exactly one of label_of and label_url_of")
         for i, case_id in enumerate(sorted(case_ids), start=1):
@@ -116,7 +127,9 @@ def build_dataset(
                 log.info("%s: wrote %d/%d cases", name, i, len(case_ids))
         write_dataset_json(
             folder,
-            make_dataset_json(labels=labels, n_training=len(case_ids), description=description),
+            make_dataset_json(
+                labels=labels, n_training=len(case_ids), description=description, ignore=ignore
+            ),
         )
         with nnunet_env(paths):
             verify_dataset(folder, num_processes=config.nnunet.num_processes)

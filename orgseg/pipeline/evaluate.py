@@ -207,6 +207,11 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
     chunking = run_chunking_check(config, manifest)
     if chunking is not None:
         extra.append(chunking)
+    from orgseg.pipeline.qc import qc_table
+
+    qc = qc_table(config)
+    if qc is not None:
+        extra.append(qc)
     out = join_url(layout.root, "evaluation")
     files = write_report(
         out,

@@ -109,6 +109,12 @@ def _run_pseudo(config: RunConfig, unit: UnitKey) -> None:
     run_pseudo_shard(config, *_shard(unit))
 
 
+def _run_qc(config: RunConfig, unit: UnitKey) -> None:
+    from orgseg.pipeline.qc import run_qc
+
+    run_qc(config)
+
+
 def _run_cv_dice(config: RunConfig, unit: UnitKey) -> None:
     from orgseg.pipeline.strategy1 import collect_cv_dice
 
@@ -251,6 +257,17 @@ JOBS: tuple[Job, ...] = (
         ),
     ),
     Job(
+        name="pseudo-qc",
+        work="every pseudo-label judged (volume vs manual masks, organs missing from the "
+        "field of view, the records' figures): qc/ with flags, tables and contact sheets",
+        after=("pseudo-labels",),
+        gpu=False,
+        units=_one,
+        run=_run_qc,
+        staged=False,  # reads records, masks and CTs where they are committed
+        estimate=lambda c, n, r: (60.0 + n.train * n.organs * 0.01, "a minute + 10 ms a mask"),
+    ),
+    Job(
         name="cv-dice",
         work="strategy-1 cross-validation Dice per organ (the fusion's priorities)",
         after=("strategy1-train",),
@@ -263,7 +280,7 @@ JOBS: tuple[Job, ...] = (
     Job(
         name="fusion",
         work="a shard of training cases: one non-overlapping map of manual and pseudo masks",
-        after=("pseudo-labels", "cv-dice"),
+        after=("pseudo-qc", "cv-dice"),
         gpu=False,
         units=_sharded("fusion"),
         run=_run_fusion,

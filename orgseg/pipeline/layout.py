@@ -54,6 +54,17 @@ class RunLayout:
     def fused(self, case_id: str) -> str:
         return join_url(self.root, "fused", f"{case_id}.nii.gz")
 
+    def fused_record(self, case_id: str) -> str:
+        """Committed last: what the fused map trusted (its map alone is not committed)."""
+        return join_url(self.root, "fused", f"{case_id}.json")
+
+    @property
+    def qc_dir(self) -> str:
+        return join_url(self.root, "qc")
+
+    def qc_file(self, name: str) -> str:
+        return join_url(self.qc_dir, name)
+
     def model(self, strategy: int) -> str:
         return join_url(self.root, "models", f"strategy{strategy}")
 

@@ -172,7 +172,7 @@ def mask_qc(
         mask.view(bool),
         voxel_ml=float(np.prod(cached.spacing_mm)) / 1000.0,
         organ=organ,
-        body=None if cached.body is None else cached.body.unpack(),
+        body=cached.body,  # packed: never unpacked per mask
         reference_ml=(),
         agreement=None if agreement is None else agreement.get(label, 1.0),
     )

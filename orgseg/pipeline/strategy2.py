@@ -7,22 +7,25 @@ them); the exported model maps them back to orgseg's fixed catalog ids
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from orgseg.catalog import label_ids
 from orgseg.config import RunConfig
-from orgseg.core.fusion import fuse_by_priority
+from orgseg.core.fusion import fuse_by_priority, fuse_with_ignore
 from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
 from orgseg.errors import JobError
 from orgseg.inference.model import export_model
-from orgseg.io import exists, join_url, read_bytes, read_volume, write_volume
-from orgseg.io.storage import is_local, names_in, sync_up
+from orgseg.io import exists, read_bytes, read_volume, write_bytes, write_volume
+from orgseg.io.storage import is_local, read_many, sync_up
+from orgseg.nnunet.datasets import ignore_value
 from orgseg.nnunet.train import UnitResult, model_folder, read_unit
 from orgseg.pipeline.cases import load_manifest, load_manual_masks
 from orgseg.pipeline.datasets import build_dataset, strategy2_dataset
@@ -38,12 +41,60 @@ def training_ids(config: RunConfig) -> dict[str, int]:
     return {o: i + 1 for i, o in enumerate(config.strategy2_organs)}
 
 
-def fuse_case(config: RunConfig, case_id: str, cv_dice: dict[str, float]) -> str:
+def ignore_id(config: RunConfig) -> int:
+    """The training id of nnU-Net's ignore label in the strategy-2 dataset."""
+    return ignore_value(training_ids(config))
+
+
+def doubted_masks(
+    config: RunConfig, manual_organs: Collection[str], untrusted: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """The untrusted masks fusion acts on (organ -> reasons): strategy-2 organs only,
+    never a manual mask (manual masks are always trusted)."""
+    return {
+        o: list(r)
+        for o, r in untrusted.items()
+        if o in config.strategy2_organs and o not in manual_organs
+    }
+
+
+def fusion_key(config: RunConfig, untrusted: Mapping[str, object]) -> dict[str, object]:
+    """What a case's fused map depends on beyond its masks: a committed map whose record
+    holds another key is fused again (an edited review, another policy)."""
+    policy = config.fusion.untrusted
+    doubted = [] if policy == "keep" else sorted(untrusted)
+    return {
+        "policy": policy,
+        "untrusted": doubted,
+        **({"margin_mm": config.fusion.ignore_margin_mm} if policy == "ignore" else {}),
+    }
+
+
+def fuse_case(
+    config: RunConfig,
+    case_id: str,
+    cv_dice: dict[str, float],
+    untrusted: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, object]:
     """One case's non-overlapping map with training ids (manual masks win, then the
-    organ with the higher strategy-1 CV Dice), on the case's cropped grid."""
+    organ with the higher strategy-1 CV Dice), on the case's cropped grid; the
+    ``untrusted`` pseudo-labels (organ -> reasons) handled by ``fusion.untrusted``.
+    The map is written, then its record (committed last); returns the record."""
     layout = RunLayout.of(config)
-    url = layout.fused(case_id)
     manual = load_manual_masks(layout, case_id)
+    doubted = doubted_masks(config, set(manual), untrusted or {})
+    key = fusion_key(config, doubted)
+    record: dict[str, object] = {
+        "case_id": case_id,
+        **key,
+        "reasons": {o: doubted[o] for o in key["untrusted"]},  # type: ignore[attr-defined]
+        "dropped": None,
+        "ignored_voxels": 0,
+    }
+    if key["policy"] == "drop-case" and doubted:
+        record["dropped"] = f"untrusted pseudo-labels: {sorted(doubted)}"
+        write_bytes(layout.fused_record(case_id), json.dumps(record).encode())
+        return record
     masks = {}
     grid: Volume | None = None
     for organ in config.strategy2_organs:
@@ -53,28 +104,68 @@ def fuse_case(config: RunConfig, case_id: str, cv_dice: dict[str, float]) -> str
         pseudo = load_pseudo_volume(config, case_id, organ)
         masks[organ] = np.asarray(pseudo.array) > 0
         grid = grid or pseudo
-    fused = fuse_by_priority(masks, training_ids(config), manual=set(manual), cv_dice=cv_dice)
     if grid is None:  # every organ manual: the geometry is the cropped CT's
         grid = read_volume(layout.cropped_ct(case_id))
-    write_volume(grid.with_array(fused), url)  # atomic: its existence is the commit
-    return url
+    ids = training_ids(config)
+    if key["policy"] == "ignore" and doubted:
+        empty = sorted(o for o in doubted if not masks[o].any())
+        if empty:  # the organ is somewhere in the background: nothing to mark
+            record["dropped"] = f"untrusted and empty, so not locatable: {empty}"
+            write_bytes(layout.fused_record(case_id), json.dumps(record).encode())
+            return record
+        fused = fuse_with_ignore(
+            masks, ids, untrusted=sorted(doubted), manual=set(manual), cv_dice=cv_dice,
+            ignore_id=ignore_id(config), margin_mm=config.fusion.ignore_margin_mm,
+            spacing_mm=grid.spacing_mm,
+        )  # fmt: skip
+        record["ignored_voxels"] = int(np.count_nonzero(fused == ignore_id(config)))
+    else:
+        fused = fuse_by_priority(masks, ids, manual=set(manual), cv_dice=cv_dice)
+    write_volume(grid.with_array(fused), layout.fused(case_id))
+    write_bytes(layout.fused_record(case_id), json.dumps(record).encode())  # committed last
+    return record
+
+
+def _untrusted(config: RunConfig) -> dict[str, dict[str, list[str]]]:
+    if config.fusion.untrusted == "keep":
+        return {}
+    from orgseg.pipeline.qc import untrusted_masks
+
+    return untrusted_masks(config)
+
+
+def fused_records(config: RunConfig, case_ids: Sequence[str]) -> dict[str, dict]:
+    """case -> committed fusion record (read concurrently; uncommitted cases absent)."""
+    layout = RunLayout.of(config)
+    blobs = read_many([layout.fused_record(c) for c in case_ids])
+    return {c: json.loads(blobs[u]) for c in case_ids if (u := layout.fused_record(c)) in blobs}
 
 
 def run_fusion_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:
     """Job ``fusion``, one shard of the training cases: each case without a committed
-    fused map is fused (one listing tells which). Returns how many were fused."""
+    fused map, or whose map was fused under another key (policy, untrusted masks after
+    the review), is fused. Returns how many were fused."""
     layout = RunLayout.of(config)
     if not exists(layout.cv_dice(1)):
         raise JobError(f"no strategy-1 CV Dice at {layout.cv_dice(1)}; run job cv-dice first")
     cv_dice = json.loads(read_bytes(layout.cv_dice(1)))
-    cases = shard_of(load_manifest(config).train, shard, n_shards)
-    done = names_in(join_url(layout.root, "fused"))
-    todo = [c for c in cases if layout.fused(c).rsplit("/", 1)[-1] not in done]
+    untrusted = _untrusted(config)
+    manifest = load_manifest(config)
+    cases = shard_of(manifest.train, shard, n_shards)
+    done = fused_records(config, cases)
+    todo = []
+    for c in cases:
+        doubted = doubted_masks(config, manifest.case(c).manual_organs, untrusted.get(c, {}))
+        key = fusion_key(config, doubted)
+        if c not in done or {k: done[c].get(k) for k in key} != key:
+            todo.append(c)
     log.info(
         "fusion shard %d/%d: %d of %d cases to fuse", shard + 1, n_shards, len(todo), len(cases)
     )
     for i, case_id in enumerate(todo, start=1):
-        fuse_case(config, case_id, cv_dice)
+        record = fuse_case(config, case_id, cv_dice, untrusted.get(case_id, {}))
+        if record["dropped"]:
+            log.warning("fusion: %s left out of strategy 2: %s", case_id, record["dropped"])
         if i % 10 == 0 or i == len(todo):
             log.info("fusion shard %d/%d: %d/%d cases", shard + 1, n_shards, i, len(todo))
     return len(todo)
@@ -83,15 +174,30 @@ def run_fusion_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> in
 def build_strategy2_dataset(config: RunConfig) -> str:
     layout = RunLayout.of(config)
     dataset_id, name = strategy2_dataset(config)
-
+    train = list(load_manifest(config).train)
+    records = fused_records(config, train)
+    missing = [c for c in train if c not in records]
+    if missing:
+        raise JobError(f"{len(missing)} cases not fused (e.g. {missing[:3]}); run job fusion first")
+    dropped = {c: r["dropped"] for c, r in records.items() if r.get("dropped")}
+    if dropped:
+        log.warning(
+            "strategy 2: %d of %d cases left out (fusion.untrusted: %s)",
+            len(dropped), len(train), config.fusion.untrusted,
+        )  # fmt: skip
+    cases = [c for c in train if c not in dropped]
+    keys = {c: [records[c]["policy"], records[c]["untrusted"]] for c in cases}
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
     return build_dataset(
         config,
         dataset_id=dataset_id,
         name=name,
         labels=training_ids(config),
-        case_ids=list(load_manifest(config).train),
+        case_ids=cases,
         label_url_of=layout.fused,
         description="orgseg strategy 2: fused manual + pseudo labels",
+        ignore=config.fusion.untrusted == "ignore",
+        fingerprint=digest,
     )
 
 

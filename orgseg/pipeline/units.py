@@ -122,13 +122,16 @@ def units_by_name(config: RunConfig, job_name: str, names: Sequence[str]) -> lis
     return [by_name[n] for n in names]
 
 
-def run_job(config: RunConfig, job_name: str, unit_names: Sequence[str] = ()) -> list[str]:
+def run_job(
+    config: RunConfig, job_name: str, unit_names: Sequence[str] = (), *, force: bool = False
+) -> list[str]:
     """``orgseg run JOB``: the job's units (or the named ones) in this process, through the
-    same path as train-all (staging, done checks, markers)."""
+    same path as train-all (staging, done checks, markers); ``force``: units already
+    marked done run again."""
     out = []
     units = units_by_name(config, job_name, unit_names)
     for i, unit in enumerate(units, start=1):
         log.info("%s: unit %d/%d: %s", job_name, i, len(units), unit_name(unit))
-        out.append(run_unit(config, job_name, unit))
+        out.append(run_unit(config, job_name, unit, force=force))
         log.info("%s", out[-1])
     return out

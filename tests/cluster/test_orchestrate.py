@@ -42,6 +42,7 @@ def test_the_job_table_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
         "strategy1-data",
         "strategy1-train",
         "pseudo-labels",
+        "pseudo-qc",
         "cv-dice",
         "fusion",
         "strategy2-data",
@@ -60,7 +61,8 @@ def test_the_job_table_has_one_unit_per_organ_fold_shard_and_fold(tmp_path):
     assert units["fusion"] == ((0, 1),) and units["test-predictions"] == ((0, 1),)
     assert (tmp_path / "run" / "jobs" / "shards.json").exists()
     assert units["manifest"] == units["report"] == ((),)
-    assert job("fusion").after == ("pseudo-labels", "cv-dice")
+    assert job("pseudo-qc").after == ("pseudo-labels",)
+    assert job("fusion").after == ("pseudo-qc", "cv-dice")
     assert job("cv-dice").after == ("strategy1-train",)
     assert job("test-predictions").after == ("strategy2-export", "cv-dice")
     index = {name: i for i, name in enumerate(JOB_NAMES)}

@@ -46,7 +46,7 @@ def test_templates_are_what_orgseg_renders():
     pseudo = (TEMPLATES / "pseudo-labels.sbatch").read_text()
     assert "#SBATCH --array=0-183%" in pseudo  # 3,674 training cases, 20 per shard
     fusion = (TEMPLATES / "fusion.sbatch").read_text()
-    assert "#SBATCH --dependency=afterok:JOBID-cv-dice:JOBID-pseudo-labels" in fusion
+    assert "#SBATCH --dependency=afterok:JOBID-cv-dice:JOBID-pseudo-qc" in fusion
 
 
 def test_site_config_defines_every_partition_qos_and_gres_the_templates_use():

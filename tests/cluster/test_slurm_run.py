@@ -69,11 +69,12 @@ def finished_run(tmp_path_factory, s3_server, slurm_cluster):
     submit_s = time.perf_counter() - t0
     sub = load_submission(config)
     # cases (2 shards), manifest, strategy1-data (2 organs), strategy1-train (2 x 2),
-    # pseudo-labels (2 shards), cv-dice, fusion, strategy2-data, strategy2-train (2),
-    # strategy2-export, test-predictions, report
+    # pseudo-labels (2 shards), pseudo-qc, cv-dice, fusion, strategy2-data,
+    # strategy2-train (2), strategy2-export, test-predictions, report
     units = {name: len(t) for name, t in sub.jobs.items()}
     assert units["cases"] == 2 and units["pseudo-labels"] == 2 and units["fusion"] == 1
-    assert sum(units.values()) == 2 + 1 + 2 + 4 + 2 + 1 + 1 + 1 + 2 + 1 + 1 + 1
+    assert units["pseudo-qc"] == 1
+    assert sum(units.values()) == 2 + 1 + 2 + 4 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1
     # the S3 endpoint goes away for 3 s while jobs read and write: retries, not data loss
     from orgseg.pipeline.layout import RunLayout
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orgseg.core.fusion import fuse_by_priority, fusion_order
+from orgseg.core.fusion import fuse_by_priority, fuse_with_ignore, fusion_order, grown
 from orgseg.errors import DataContractError
 
 
@@ -64,3 +64,43 @@ def test_inputs_are_not_modified_and_errors_are_explained():
         fuse_by_priority(
             {"a": m["a"], "b": np.zeros((2, 2, 2), bool)}, IDS, manual=("a", "b"), cv_dice={}
         )
+
+
+def test_growing_a_mask_follows_millimetres_not_voxels():
+    m = np.zeros((9, 9, 9), bool)
+    m[4, 4, 4] = True
+    g = grown(m, 4.0, (2.0, 1.0, 1.0))  # 2 voxels along z, 4 in-plane
+    assert g[4, 4, 0] and g[4, 4, 8] and g[2, 4, 4] and g[6, 4, 4]
+    assert not g[1, 4, 4] and not g[7, 4, 4]
+    assert grown(m, 0.0, (1, 1, 1)).sum() == 1
+
+
+def test_an_untrusted_mask_becomes_ignore_only_where_no_trusted_label_claims_it():
+    masks = masks_3way()
+    out = fuse_with_ignore(
+        masks, IDS, untrusted=["b"], manual=["c"], cv_dice={"a": 0.9, "b": 0.99},
+        ignore_id=4, margin_mm=0.0, spacing_mm=(1, 1, 1),
+    )  # fmt: skip
+    assert np.all(out[masks["a"]] == 1)  # b's higher Dice no longer wins
+    assert np.all(out[masks["c"]] == 3)  # manual always wins
+    only_b = masks["b"] & ~masks["a"] & ~masks["c"]
+    assert only_b.any() and np.all(out[only_b] == 4)
+    assert not np.any(out == 2)  # b is never a label
+    # with a margin the ignore region grows into the background, never over labels
+    wide = fuse_with_ignore(
+        masks, IDS, untrusted=["b"], manual=["c"], cv_dice={"a": 0.9, "b": 0.99},
+        ignore_id=4, margin_mm=1.0, spacing_mm=(1, 1, 1),
+    )  # fmt: skip
+    assert (wide == 4).sum() > (out == 4).sum()
+    labelled = (out > 0) & (out < 4)
+    assert np.array_equal(wide[labelled], out[labelled])
+
+
+def test_the_ignore_fusion_refuses_untrusted_manual_masks_and_a_low_ignore_id():
+    masks = masks_3way()
+    with pytest.raises(DataContractError, match="always trusted"):
+        fuse_with_ignore(masks, IDS, untrusted=["c"], manual=["c"], cv_dice={"a": 1, "b": 1},
+                         ignore_id=4, margin_mm=0, spacing_mm=(1, 1, 1))  # fmt: skip
+    with pytest.raises(DataContractError, match="above every organ id"):
+        fuse_with_ignore(masks, IDS, untrusted=["b"], manual=[], cv_dice={"a": 1, "b": 1, "c": 1},
+                         ignore_id=3, margin_mm=0, spacing_mm=(1, 1, 1))  # fmt: skip

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from orgseg.core.qc import (
+    MaskFigures,
     QCThresholds,
     flags,
     fold_agreement,
     fragmented_share,
+    in_field_of_view,
     mask_figures,
     outside_share,
     robust_z,
+    severity,
 )
 
 
@@ -40,6 +43,15 @@ def test_outside_body_share_and_robust_z():
     body = np.zeros_like(m)
     body[:, :, :13] = True  # the mask's x 13..14 lie outside: 2 of 10 columns
     assert outside_share(m, body) == pytest.approx(0.2)
+    from orgseg.core.body import PackedMask
+
+    # packed body bits give the same share; 21 columns pack into 3 bytes (3 pad bits)
+    odd = np.zeros((20, 20, 21), bool)
+    odd[5:15, 5:15, 5:21] = True
+    odd_body = np.zeros_like(odd)
+    odd_body[:, :, :13] = True
+    assert outside_share(odd, PackedMask.pack(odd_body)) == outside_share(odd, odd_body)
+    assert outside_share(odd, odd_body) == pytest.approx(8 / 16)
     ref = [1500.0, 1600.0, 1400.0, 1550.0, 1450.0]  # median 1500, MAD 50
     assert robust_z(1500.0, ref) == 0.0
     assert robust_z(1500.0 + 4 * 1.4826 * 50, ref) == pytest.approx(4.0)
@@ -79,3 +91,42 @@ def test_flags_give_the_reasons_a_mask_is_not_trusted():
     )  # fmt: skip
     assert any("empty" in r for r in flags(empty, t))
     assert flags(empty, t, expected=False) == []
+
+
+def test_an_organ_is_expected_only_where_the_scan_reaches_past_both_its_ends():
+    from orgseg.catalog import ORGANS
+
+    def expected(organ, found):
+        return in_field_of_view(ORGANS[organ].levels, [ORGANS[o].levels for o in found])
+
+    # chest-abdomen-pelvis: lungs above, bladder below
+    assert expected("liver", ["lungs", "urinary_bladder"])
+    assert expected("kidneys", ["lungs", "urinary_bladder"])
+    # a chest scan reaching the liver dome: the kidneys may lie below it
+    assert not expected("kidneys", ["lungs", "heart", "liver"])
+    # a head scan says nothing about the abdomen, nor a pelvis scan about the brain
+    assert not expected("liver", ["brain", "eyeballs"])
+    assert not expected("brain", ["urinary_bladder", "hips"])
+    assert not expected("liver", [])
+
+
+def test_severity_ranks_masks_and_passes_one_exactly_where_a_flag_is_raised():
+    t = QCThresholds()
+
+    def figs(**kw):
+        base = dict(
+            volume_ml=1500.0,
+            fold_agreement=0.97,
+            volume_z=0.5,
+            fragmented_share=0.0,
+            outside_body_share=0.0,
+        )
+        return MaskFigures(**{**base, **kw})
+
+    good, bad = figs(), figs(fold_agreement=0.5)
+    worse = figs(fold_agreement=0.5, outside_body_share=0.5)
+    assert severity(good, t) < 1.0 and not flags(good, t)
+    assert 1.0 < severity(bad, t) < severity(worse, t)
+    assert flags(bad, t)
+    empty = figs(volume_ml=0.0, volume_z=None)
+    assert severity(empty, t, expected=True) > 1.0 > severity(empty, t, expected=False)

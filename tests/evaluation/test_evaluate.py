@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -250,3 +251,40 @@ def test_evaluate_reads_and_writes_urls():
     text = fsspec.filesystem("memory").cat_file("/evaluate-url/out/summary.csv").decode()
     liver = next(line for line in text.splitlines() if line.startswith("all,liver,2,"))
     assert float(liver.split(",")[3]) == pytest.approx(2 * 108 / (216 + 108))
+
+
+def test_the_dice_box_plot_is_legible_legend_beside_the_panel_axis_zoomed(monkeypatch):
+    import matplotlib.figure
+
+    from orgseg.evaluation import plots
+    from orgseg.evaluation.tables import CaseMetrics
+
+    seen = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):  # the figure as drawn, before it becomes bytes
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        panel = ax.get_window_extent(renderer)
+        seen["ylim"] = ax.get_ylim()
+        seen["legend_outside"] = ax.get_legend().get_window_extent(renderer).x0 >= panel.x1
+        seen["ticks_fit"] = all(
+            t.get_window_extent(renderer).width < panel.width / 2 for t in ax.get_xticklabels()
+        )
+        seen["title_size"] = ax.title.get_fontsize()
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    rows = [
+        CaseMetrics(case=f"c{i}", organ=o, model=m, dice=d, jaccard=d, msd_mm=1.0,
+                    hd_mm=2.0, hd95_mm=2.0, vd_ml=0.0, ref_ml=1.0, pred_ml=1.0, source="s",
+                    size_group="adult")  # fmt: skip
+        for i in range(20)
+        for o in ("liver", "spleen", "kidneys")
+        for m, d in (("strategy1", 0.93 + 0.002 * i), ("strategy2", 0.90 + 0.003 * i))
+    ]
+    rows[0] = dataclasses.replace(rows[0], dice=0.0)  # one failed case
+    assert plots.dice_boxplot(rows)[:4] == b"\x89PNG"
+    assert 0.8 <= seen["ylim"][0] < 0.9  # not flattened by the one failure
+    assert seen["legend_outside"] and seen["ticks_fit"] and seen["title_size"] <= 11

@@ -143,3 +143,34 @@ def test_interrupted_unit_resumes_from_latest_checkpoint(tiny_run):
     assert resumed.resumed_from_epoch == 1
     assert (fold / "checkpoint_final.pth").exists()
     assert configuration_name(config) in str(fold)
+
+
+def test_every_pseudo_label_is_judged_before_fusion(tiny_run):
+    import csv
+
+    config = tiny_run
+    run = Path(config.run_root)
+    manifest = load_manifest(config)
+    with (run / "qc" / "qc.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    expected = {
+        (c, o)
+        for c in manifest.train
+        for o in config.strategy1_organs
+        if o not in manifest.case(c).manual_organs
+    }
+    assert {(r["case_id"], r["organ"]) for r in rows} == expected
+    for r in rows:
+        assert float(r["volume_ml"]) >= 0 and r["flagged"] in ("0", "1")
+        assert (r["flagged"] == "1") == bool(r["reasons"])
+    flags = json.loads((run / "qc" / "flags.json").read_text())
+    assert set(flags) == {c for c, _ in expected}
+    assert {o for c in flags.values() for o in c} <= set(config.strategy1_organs)
+    for organ in {o for _, o in expected}:
+        assert (run / "qc" / "sheets" / f"{organ}.png").read_bytes()[:4] == b"\x89PNG"
+    # each fused case says how it treated what QC did not trust
+    for case_id in manifest.train:
+        record = json.loads((run / "fused" / f"{case_id}.json").read_text())
+        assert record["policy"] == config.fusion.untrusted
+        doubted = set(flags.get(case_id, {})) & set(config.strategy2_organs)
+        assert set(record["untrusted"]) == doubted - set(manifest.case(case_id).manual_organs)

@@ -1,0 +1,396 @@
+"""Job ``pseudo-qc``: every pseudo-label judged against the others, before fusion.
+
+Each pseudo-label's record already holds the figures that need only the mask itself
+(the folds' agreement, fragmentation, share outside the body: :mod:`orgseg.core.qc`).
+This job adds the ones that compare cases: the mask's volume against the organ's manual
+masks in the same size group (a robust z-score), and whether an organ the scan should
+hold (its neighbours above and below were found: :func:`orgseg.core.qc.in_field_of_view`)
+came out empty. A mask past any threshold (``pseudo_labels.qc``) is flagged with its
+reasons; a person's review file (``pseudo_labels.review``) overrules the flags.
+
+Written under ``<run_root>/qc/``: ``qc.csv`` (one row per mask: every figure, flagged,
+why, the review), ``summary.csv`` (per organ x source), ``sheets/<organ>.png`` (the
+worst-scoring masks of each organ, three orthogonal views each, for a person to look
+at) and ``flags.json`` (case -> organ -> reasons), which fusion reads (committed last).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orgseg.catalog import ORGANS
+from orgseg.config import RunConfig
+from orgseg.core.qc import MaskFigures, flags, in_field_of_view, robust_z, severity
+from orgseg.errors import ConfigError, JobError
+from orgseg.io import exists, read_bytes, read_volume, write_bytes
+from orgseg.io.storage import read_many
+from orgseg.pipeline.cases import Manifest, load_manifest, load_manual_masks
+from orgseg.pipeline.layout import RunLayout
+
+if TYPE_CHECKING:
+    from orgseg.evaluation.tables import Table
+
+log = logging.getLogger(__name__)
+
+#: the file fusion reads (committed last)
+FLAGS_FILE = "flags.json"
+QC_COLUMNS = (
+    "case_id",
+    "organ",
+    "source",
+    "size_group",
+    "volume_ml",
+    "volume_z",
+    "fold_agreement",
+    "fragmented_share",
+    "outside_body_share",
+    "expected_in_view",
+    "severity",
+    "flagged",
+    "reasons",
+    "review",
+    "trusted",
+)
+REVIEW_DECISIONS = ("accept", "reject")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaskQC:
+    """One pseudo-label's figures, what QC made of them, and a person's decision."""
+
+    case_id: str
+    organ: str
+    source: str
+    size_group: str
+    figures: MaskFigures
+    expected: bool
+    severity: float
+    reasons: tuple[str, ...]
+    review: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        if self.review is not None:
+            return self.review == "accept"
+        return not self.reasons
+
+    def row(self) -> dict[str, object]:
+        f = self.figures.as_dict()
+        return {
+            "case_id": self.case_id,
+            "organ": self.organ,
+            "source": self.source,
+            "size_group": self.size_group,
+            **{k: ("" if f[k] is None else f[k]) for k in QC_COLUMNS if k in f},
+            "expected_in_view": int(self.expected),
+            "severity": round(self.severity, 3),
+            "flagged": int(bool(self.reasons)),
+            "reasons": "; ".join(self.reasons),
+            "review": self.review or "",
+            "trusted": int(self.trusted),
+        }
+
+
+# --- the review file ----------------------------------------------------------------------
+
+
+def parse_review(text: str, *, where: str = "review") -> dict[tuple[str, str], str]:
+    """``case,organ,accept|reject`` lines (a header line and ``#`` comments allowed) ->
+    (case, organ) -> decision."""
+    out: dict[tuple[str, str], str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if n == 1 and [c.lower() for c in cells[:3]] == ["case", "organ", "decision"]:
+            continue
+        if len(cells) != 3 or cells[2].lower() not in REVIEW_DECISIONS:
+            raise ConfigError(
+                f"{where}, line {n}: expected 'case,organ,accept|reject', got {line!r}"
+            )
+        if cells[1] not in ORGANS:
+            raise ConfigError(f"{where}, line {n}: unknown organ {cells[1]!r}")
+        out[(cells[0], cells[1])] = cells[2].lower()
+    return out
+
+
+def load_review(config: RunConfig) -> dict[tuple[str, str], str]:
+    url = config.pseudo_labels.review
+    if not url:
+        return {}
+    if not exists(url):
+        raise ConfigError(
+            f"pseudo_labels.review: {url!r} does not exist; give a CSV of "
+            "'case,organ,accept|reject' or remove the key"
+        )
+    return parse_review(read_bytes(url).decode(), where=url)
+
+
+# --- judging every pseudo-label ------------------------------------------------------------
+
+
+def reference_volumes(config: RunConfig, manifest: Manifest) -> dict[tuple[str, str], list[float]]:
+    """(organ, size group) -> volumes (ml) of the training cases' manual masks."""
+    layout = RunLayout.of(config)
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for case_id in manifest.train:
+        case = manifest.case(case_id)
+        volumes = dict(case.manual_volumes_ml)
+        if case.manual_organs and not volumes:  # a record from before volumes were kept
+            voxel_ml = float(np.prod(case.spacing_mm)) / 1000.0
+            masks = load_manual_masks(layout, case_id)
+            volumes = {o: float(np.count_nonzero(m)) * voxel_ml for o, m in masks.items()}
+        for organ, ml in volumes.items():
+            out[(organ, case.size_group)].append(float(ml))
+    return out
+
+
+def _figures(record: Mapping[str, object], voxel_ml: float) -> MaskFigures:
+    qc = dict(record.get("qc") or {})  # type: ignore[call-overload]
+    volume = qc.get("volume_ml")
+    return MaskFigures(
+        volume_ml=float(volume if volume is not None else int(record["voxels"]) * voxel_ml),  # type: ignore[call-overload]
+        fold_agreement=qc.get("fold_agreement"),
+        volume_z=None,
+        fragmented_share=float(qc.get("fragmented_share") or 0.0),
+        outside_body_share=qc.get("outside_body_share"),
+    )
+
+
+def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
+    """Every committed pseudo-label of the training cases, judged (records read
+    concurrently; a missing one is an error: run job pseudo-labels first)."""
+    layout = RunLayout.of(config)
+    manifest = manifest or load_manifest(config)
+    thresholds = config.pseudo_labels.qc
+    review = load_review(config)
+    wanted = [
+        (c, o)
+        for c in manifest.train
+        for o in config.strategy1_organs
+        if o not in manifest.case(c).manual_organs
+    ]
+    blobs = read_many([layout.pseudo_record(c, o) for c, o in wanted])
+    missing = [f"{c}/{o}" for c, o in wanted if layout.pseudo_record(c, o) not in blobs]
+    if missing:
+        raise JobError(
+            f"pseudo-qc: {len(missing)} pseudo-labels not committed (e.g. {missing[:3]}); "
+            "run job pseudo-labels first"
+        )
+    references = reference_volumes(config, manifest)
+    by_case: dict[str, dict[str, MaskFigures]] = defaultdict(dict)
+    for c, o in wanted:
+        voxel_ml = float(np.prod(manifest.case(c).spacing_mm)) / 1000.0
+        record = json.loads(blobs[layout.pseudo_record(c, o)])
+        figures = _figures(record, voxel_ml)
+        group = manifest.case(c).size_group
+        z = robust_z(figures.volume_ml, references.get((o, group), ()))
+        by_case[c][o] = MaskFigures(**{**figures.as_dict(), "volume_z": z})  # type: ignore[arg-type]
+    out = []
+    for c, masks in by_case.items():
+        case = manifest.case(c)
+        # the organs this scan holds: its manual masks, and the pseudo-labels that are
+        # non-empty and pass their own figures
+        found = set(case.manual_organs) | {
+            o
+            for o, f in masks.items()
+            if f.volume_ml >= thresholds.min_volume_ml and not flags(f, thresholds, expected=False)
+        }
+        for o, f in masks.items():
+            expected = in_field_of_view(ORGANS[o].levels, [ORGANS[x].levels for x in found - {o}])
+            out.append(
+                MaskQC(
+                    case_id=c,
+                    organ=o,
+                    source=case.source,
+                    size_group=case.size_group,
+                    figures=f,
+                    expected=expected,
+                    severity=severity(f, thresholds, expected=expected),
+                    reasons=tuple(flags(f, thresholds, expected=expected)),
+                    review=review.get((c, o)),
+                )
+            )
+    return out
+
+
+def summary_rows(results: Sequence[MaskQC]) -> list[dict[str, object]]:
+    """Per organ x source: masks, flagged, trusted, and the figures' medians."""
+    groups: dict[tuple[str, str], list[MaskQC]] = defaultdict(list)
+    for r in results:
+        groups[(r.organ, r.source)].append(r)
+    rows = []
+    for (organ, source), rs in sorted(groups.items()):
+        agreement = [r.figures.fold_agreement for r in rs if r.figures.fold_agreement is not None]
+        rows.append(
+            {
+                "organ": organ,
+                "source": source,
+                "masks": len(rs),
+                "flagged": sum(bool(r.reasons) for r in rs),
+                "untrusted": sum(not r.trusted for r in rs),
+                "median_volume_ml": round(float(np.median([r.figures.volume_ml for r in rs])), 1),
+                "median_fold_agreement": round(float(np.median(agreement)), 4) if agreement else "",
+            }
+        )
+    return rows
+
+
+def _csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+SUMMARY_COLUMNS = (
+    "organ",
+    "source",
+    "masks",
+    "flagged",
+    "untrusted",
+    "median_volume_ml",
+    "median_fold_agreement",
+)
+
+
+def summary_lines(results: Sequence[MaskQC]) -> list[str]:
+    """A few lines for a terminal: flagged masks per organ, and the commonest reasons."""
+    by_organ: dict[str, list[MaskQC]] = defaultdict(list)
+    for r in results:
+        by_organ[r.organ].append(r)
+    lines = [f"pseudo-label QC: {sum(not r.trusted for r in results)} of {len(results)} "
+             "masks not trusted"]  # fmt: skip
+    for organ, rs in sorted(by_organ.items()):
+        bad = [r for r in rs if not r.trusted]
+        kinds = sorted({reason.split(" (")[0] for r in bad for reason in r.reasons})
+        why = f" ({', '.join(kinds)})" if kinds else ""
+        lines.append(f"  {organ}: {len(bad)}/{len(rs)} untrusted{why}")
+    return lines
+
+
+def _sheet(config: RunConfig, organ: str, worst: Sequence[MaskQC]) -> bytes:
+    from orgseg.render import SheetRow, contact_sheet
+
+    layout = RunLayout.of(config)
+    rows = []
+    for r in worst:
+        ct = read_volume(layout.cropped_ct(r.case_id))
+        mask = np.asarray(read_volume(layout.pseudo_mask(r.case_id, organ)).array) > 0
+        why = "; ".join(r.reasons) or "not flagged"
+        rows.append(
+            SheetRow(
+                np.asarray(ct.array),
+                mask,
+                ct.spacing_mm,
+                f"{r.case_id}\nseverity {r.severity:.2f}\n{why}",
+            )  # fmt: skip
+        )
+    return contact_sheet(rows, title=f"{organ}: the {len(rows)} worst-scoring pseudo-labels")
+
+
+def run_qc(config: RunConfig) -> list[MaskQC]:
+    """Job ``pseudo-qc``: judge every pseudo-label and write the QC folder (``flags.json``
+    last: its existence is the commit fusion waits for)."""
+    layout = RunLayout.of(config)
+    results = assess(config)
+    rows = [r.row() for r in sorted(results, key=lambda r: (r.organ, -r.severity, r.case_id))]
+    write_bytes(layout.qc_file("qc.csv"), _csv(rows, QC_COLUMNS))
+    write_bytes(layout.qc_file("summary.csv"), _csv(summary_rows(results), SUMMARY_COLUMNS))
+    n = config.pseudo_labels.sheet_masks
+    if n:
+        by_organ: dict[str, list[MaskQC]] = defaultdict(list)
+        for r in results:
+            by_organ[r.organ].append(r)
+        for organ, rs in sorted(by_organ.items()):
+            worst = sorted(rs, key=lambda r: (-r.severity, r.case_id))[:n]
+            write_bytes(layout.qc_file(f"sheets/{organ}.png"), _sheet(config, organ, worst))
+    flagged: dict[str, dict[str, list[str]]] = {r.case_id: {} for r in results}
+    for r in results:
+        if r.reasons:
+            flagged[r.case_id][r.organ] = list(r.reasons)
+    write_bytes(layout.qc_file(FLAGS_FILE), json.dumps(flagged, indent=1).encode())
+    for line in summary_lines(results):
+        log.info("%s", line)
+    return results
+
+
+def load_flags(config: RunConfig) -> dict[str, dict[str, list[str]]]:
+    """case -> organ -> reasons of the committed QC flags."""
+    url = RunLayout.of(config).qc_file(FLAGS_FILE)
+    if not exists(url):
+        raise JobError(f"no pseudo-label QC at {url}; run job pseudo-qc first")
+    return json.loads(read_bytes(url))
+
+
+def untrusted_masks(config: RunConfig) -> dict[str, dict[str, list[str]]]:
+    """case -> organ -> reasons of the masks fusion must not trust: QC's flags, then the
+    review file (``accept`` clears a flag, ``reject`` adds one), read now so that a
+    rerun of fusion follows an edited review."""
+    flagged = load_flags(config)
+    out = {c: dict(organs) for c, organs in flagged.items() if organs}
+    for (case_id, organ), decision in load_review(config).items():
+        if decision == "accept":
+            out.get(case_id, {}).pop(organ, None)
+        else:
+            out.setdefault(case_id, {})[organ] = ["rejected by review"]
+    return {c: o for c, o in out.items() if o}
+
+
+def read_summary(config: RunConfig) -> list[dict[str, str]]:
+    """The committed per organ x source QC table (empty before job pseudo-qc)."""
+    url = RunLayout.of(config).qc_file("summary.csv")
+    if not exists(url):
+        return []
+    return list(csv.DictReader(io.StringIO(read_bytes(url).decode())))
+
+
+def summary_text(config: RunConfig) -> list[str]:
+    """Per organ: masks not trusted of those judged (from qc/summary.csv)."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in read_summary(config):
+        t = totals[r["organ"]]
+        t[0] += int(r["masks"])
+        t[1] += int(r["flagged"])
+        t[2] += int(r["untrusted"])
+    masks = sum(t[0] for t in totals.values())
+    bad = sum(t[2] for t in totals.values())
+    lines = [f"{bad} of {masks} pseudo-labels not trusted (flagged by QC, after the review)"]
+    lines += [
+        f"  {organ:<16} {t[2]:>4} / {t[0]:<4} untrusted ({t[1]} flagged)"
+        for organ, t in sorted(totals.items())
+    ]
+    return lines
+
+
+def qc_table(config: RunConfig) -> Table | None:
+    """The report's QC section: per organ x source, and the contact sheets."""
+    from orgseg.evaluation.tables import Table
+
+    rows = read_summary(config)
+    if not rows:
+        return None
+    organs = sorted({r["organ"] for r in rows})
+    sheets = tuple(f"../qc/sheets/{o}.png" for o in organs if config.pseudo_labels.sheet_masks)
+    return Table(
+        title="Pseudo-label quality control",
+        columns=SUMMARY_COLUMNS,
+        rows=tuple(tuple(str(r[c]) for c in SUMMARY_COLUMNS) for r in rows),
+        note=(
+            f"Every pseudo-label judged without ground truth (qc/qc.csv); untrusted ones "
+            f"handled by fusion.untrusted = {config.fusion.untrusted}. Contact sheets: the "
+            f"worst-scoring {config.pseudo_labels.sheet_masks} masks of each organ."
+        ),
+        images=sheets,
+    )
