@@ -155,10 +155,28 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     before = {u: read_bytes(u) for u in list_files(status_dir)}
     assert 3 <= len(before) < len(ids), "killed mid-run"
 
-    # the same command again, now as two shards: only what is not committed is done
-    rc = _bulk(archive, dest, phantom_model_dir, tmp_path, s3_server.endpoint, "--shards", "2")
+    # the same command again, now as two shards after a discovery in two array tasks
+    # (merged by its own job): only what is not committed is done
+    rc = _bulk(
+        archive,
+        dest,
+        phantom_model_dir,
+        tmp_path,
+        s3_server.endpoint,
+        "--shards",
+        "2",
+        "--discovery-parts",
+        "2",
+    )
     out = capsys.readouterr().out
     assert rc == 1  # some cases failed
+    submitted = out.split("submitted", 1)[1].splitlines()[0]
+    discovery_job, merge_job = submitted.split("[", 1)[1].replace("'", "").split(", ")[:2]
+    assert _state(discovery_job).split() == ["COMPLETED", "COMPLETED"]  # one task per part
+    assert _state(merge_job).split() == ["COMPLETED"]
+    parts = [json.loads(read_bytes(f"{dest}/.orgseg/discovery/{k}.json")) for k in range(2)]
+    assert all(parts), "each part found some of the archive"
+    assert {c["case_id"] for p in parts for c in p} == ids  # the merge lost nothing
     after = {u: read_bytes(u) for u in list_files(status_dir)}
     assert len(after) == len(ids)
     assert all(after[u] == b for u, b in before.items())  # committed cases not redone

@@ -277,9 +277,21 @@ def test_the_dice_box_plot_is_legible_legend_beside_the_panel_axis_zoomed(monkey
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     rows = [
-        CaseMetrics(case=f"c{i}", organ=o, model=m, dice=d, jaccard=d, msd_mm=1.0,
-                    hd_mm=2.0, hd95_mm=2.0, vd_ml=0.0, ref_ml=1.0, pred_ml=1.0, source="s",
-                    size_group="adult")  # fmt: skip
+        CaseMetrics(
+            case=f"c{i}",
+            organ=o,
+            model=m,
+            dice=d,
+            jaccard=d,
+            msd_mm=1.0,
+            hd_mm=2.0,
+            hd95_mm=2.0,
+            vd_ml=0.0,
+            ref_ml=1.0,
+            pred_ml=1.0,
+            source="s",
+            size_group="adult",
+        )  # fmt: skip
         for i in range(20)
         for o in ("liver", "spleen", "kidneys")
         for m, d in (("strategy1", 0.93 + 0.002 * i), ("strategy2", 0.90 + 0.003 * i))
