@@ -194,7 +194,13 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
         record = json.loads(blobs[layout.pseudo_record(c, o)])
         figures = _figures(record, voxel_ml)
         group = manifest.case(c).size_group
-        z = robust_z(figures.volume_ml, references.get((o, group), ()))
+        # an empty mask has no volume to judge: whether the organ should be there is
+        # the field-of-view check's question (a chest scan's empty bladder is right)
+        z = (
+            robust_z(figures.volume_ml, references.get((o, group), ()))
+            if figures.volume_ml >= thresholds.min_volume_ml
+            else None
+        )
         by_case[c][o] = MaskFigures(**{**figures.as_dict(), "volume_z": z})  # type: ignore[arg-type]
     out = []
     for c, masks in by_case.items():

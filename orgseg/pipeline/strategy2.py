@@ -21,7 +21,7 @@ from orgseg.config import RunConfig
 from orgseg.core.fusion import fuse_by_priority, fuse_with_ignore
 from orgseg.core.splits import shard_of
 from orgseg.core.volume import Volume
-from orgseg.errors import JobError
+from orgseg.errors import ConfigError, JobError
 from orgseg.inference.model import export_model
 from orgseg.io import exists, read_bytes, read_volume, write_bytes, write_volume
 from orgseg.io.storage import is_local, read_many, sync_up
@@ -186,6 +186,13 @@ def build_strategy2_dataset(config: RunConfig) -> str:
             len(dropped), len(train), config.fusion.untrusted,
         )  # fmt: skip
     cases = [c for c in train if c not in dropped]
+    if len(cases) < config.split.n_folds:
+        raise ConfigError(
+            f"strategy 2: fusion.untrusted = {config.fusion.untrusted} left {len(cases)} of "
+            f"{len(train)} training cases, fewer than the {config.split.n_folds} CV folds; "
+            "look at qc/qc.csv and qc/sheets/, accept masks in pseudo_labels.review, or "
+            "set fusion.untrusted: ignore (or keep)"
+        )
     keys = {c: [records[c]["policy"], records[c]["untrusted"]] for c in cases}
     digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
     return build_dataset(

@@ -118,6 +118,7 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
     # c4's liver is empty though its lungs and bladder bracket it
     assert rows[("c4", "liver")]["expected_in_view"] == "1"
     assert "empty" in rows[("c4", "liver")]["reasons"]
+    assert rows[("c4", "liver")]["volume_z"] == ""  # an empty mask's volume is not judged
     assert "folds disagree" in rows[("c2", "lungs")]["reasons"]
     assert all(rows[(c, "lungs")]["flagged"] == "0" for c in CASES if c != "c2")
     # the lungs' top level has nothing above it in these scans: never "expected"
@@ -207,3 +208,13 @@ def test_a_bad_review_line_says_where_and_what_was_expected():
     with pytest.raises(ConfigError, match="unknown organ 'livre'"):
         parse_review("c1,livre,reject\n")
     assert parse_review("# decisions\nc1,liver,Reject\n") == {("c1", "liver"): "reject"}
+
+
+def test_a_policy_that_leaves_too_few_cases_says_so_and_what_to_do(tmp_path):
+    from orgseg.pipeline.strategy2 import build_strategy2_dataset
+
+    config = build_run(tmp_path, untrusted="drop-case")  # drops 3 of 6, 5 folds
+    run_qc(config)
+    run_fusion_shard(config)
+    with pytest.raises(ConfigError, match="left 3 of 6 training cases.*pseudo_labels.review"):
+        build_strategy2_dataset(config)
