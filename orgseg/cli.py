@@ -142,6 +142,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch_unit(args: argparse.Namespace) -> int:
+    from orgseg.orchestrate.awsbatch import run_array_child
+
+    sys.stdout.write(
+        run_array_child(args.config, args.units, index=args.index, endpoint_url=args.endpoint_url)
+        + "\n"
+    )
+    return 0
+
+
 def _with_executor(config, executor: str | None):
     import dataclasses
 
@@ -160,10 +170,10 @@ def cmd_train_all(args: argparse.Namespace) -> int:
         sys.stdout.write(plan.plan_text(config, *plan.plan(config)) + "\n")
         return 0
     wall = runner.train_all(config)
-    if config.cluster.executor == "slurm":
+    if config.cluster.executor in ("slurm", "awsbatch"):
         sub = runner.load_submission(config)
         for name, tasks in sub.jobs.items():
-            ids = sorted({t["task"].split("_")[0] for t in tasks})
+            ids = sorted({t["task"].split("_")[0].split(":")[0] for t in tasks})
             sys.stdout.write(f"{name:<16} {len(tasks):>4} tasks  job {','.join(ids)}\n")
         if not args.wait:
             sys.stdout.write(f"submitted; follow with: orgseg status -c {args.config}\n")
@@ -244,6 +254,30 @@ def _discovery_progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
+def _profile_batch(profile: str | None):  # noqa: ANN202
+    """The ``cluster.batch`` section of a cluster profile (None: none given)."""
+    if not profile:
+        return None
+    import yaml
+
+    from orgseg.config import BatchConfig
+    from orgseg.configtools import load_dataclass
+
+    with open(profile) as f:
+        data = (yaml.safe_load(f) or {}).get("cluster", {}).get("batch")
+    return None if data is None else load_dataclass(BatchConfig, data, where=profile)
+
+
+def cmd_batch_bulk(args: argparse.Namespace) -> int:
+    from orgseg.orchestrate.awsbatch import run_bulk_child
+
+    out = run_bulk_child(
+        args.spec, finalize=args.finalize, index=args.index, endpoint_url=args.endpoint_url
+    )
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
 def cmd_bulk(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -314,6 +348,33 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         if not args.wait:
             return 0
         wait_for_jobs(jobs, timeout_s=args.wait_timeout)
+    elif args.executor == "awsbatch":
+        from orgseg.config import BatchConfig
+        from orgseg.orchestrate.awsbatch import submit_bulk_batch
+
+        batch = _profile_batch(args.profile) or BatchConfig()
+        jobs = submit_bulk_batch(
+            args.output,
+            model_url=args.model,
+            model_options=model_options,
+            options=options,
+            resources=resources,
+            batch=batch,
+            storage_endpoint=args.endpoint_url,
+        )
+        sys.stdout.write(
+            f"submitted {args.shards} shard(s) as Batch job {jobs[0]}, finalize {jobs[1]}; "
+            f"follow with: aws batch describe-jobs --jobs {' '.join(jobs)}\n"
+        )
+        if not args.wait:
+            return 0
+        import boto3
+
+        from orgseg.orchestrate.awsbatch import wait_batch
+
+        client = boto3.client("batch", endpoint_url=batch.endpoint_url, region_name=batch.region)
+        states = wait_batch(client, jobs, timeout_s=args.wait_timeout)
+        sys.stdout.write(f"Batch jobs ended: {states}\n")
     else:
         for shard in range(args.shards):
             bulk.run_shard(
@@ -428,13 +489,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "batch-unit",
+        help="run one unit of an AWS Batch array job (the container command train-all submits)",
+    )
+    p.add_argument("--config", required=True, help="the run config the driver uploaded (URL)")
+    p.add_argument("--units", required=True, help="the array job's unit list (URL)")
+    p.add_argument(
+        "--index", type=int, default=None, help="default: $AWS_BATCH_JOB_ARRAY_INDEX, else 0"
+    )
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint of the URLs")
+    p.set_defaults(func=cmd_batch_unit)
+
+    p = sub.add_parser(
+        "batch-bulk",
+        help="run one shard (or the finalize step) of an AWS Batch bulk run (its container "
+        "command)",
+    )
+    p.add_argument("--spec", required=True, help="the run's spec the driver uploaded (URL)")
+    p.add_argument("--finalize", action="store_true", help="the finalize step")
+    p.add_argument(
+        "--index", type=int, default=None, help="default: $AWS_BATCH_JOB_ARRAY_INDEX, else 0"
+    )
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint of the URLs")
+    p.set_defaults(func=cmd_batch_bulk)
+
     p = sub.add_parser("train-all", help="run every stage in order, skipping what is done")
     p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
     p.add_argument(
         "--executor",
-        choices=["local", "slurm"],
+        choices=["local", "slurm", "awsbatch"],
         default=None,
-        help="local: in this process; slurm: chained job arrays (default: cluster.executor)",
+        help="local: in this process; slurm: chained job arrays; awsbatch: chained Batch "
+        "array jobs (default: cluster.executor)",
     )
     p.add_argument(
         "--dry-run",
@@ -488,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retry-failed", action="store_true", help="also redo cases committed as failed"
     )
-    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--executor", choices=["local", "slurm", "awsbatch"], default="local")
     p.add_argument("--shards", type=int, default=1, help="Slurm array tasks (default 1)")
     p.add_argument("--workers", type=int, default=1, help="cases at once per task (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print what would run")

@@ -109,10 +109,28 @@ class CostRates:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClusterConfig:
-    """How ``orgseg train-all`` runs: in this process or as Slurm jobs."""
+class BatchConfig:
+    """AWS Batch (executor ``awsbatch``): the queues and job definitions Terraform made
+    (``terraform/examples/aws`` outputs them); vCPUs, memory, GPUs and timeouts come from
+    the stage resources."""
 
-    executor: Literal["local", "slurm"] = "local"
+    job_queue: str = "orgseg-spot"
+    #: the GPU jobs' queue and job definition (None: job_queue / job_definition)
+    gpu_job_queue: str | None = None
+    job_definition: str = "orgseg"
+    gpu_job_definition: str | None = None
+    #: attempts per unit: a reclaimed spot host is retried, any other failure is not
+    attempts: int = 5
+    #: Batch API endpoint (None: AWS's for the region)
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """How ``orgseg train-all`` runs: in this process, as Slurm jobs or on AWS Batch."""
+
+    executor: Literal["local", "slurm", "awsbatch"] = "local"
     #: submitit's folder (job pickles and logs): must be on a filesystem shared by the
     #: submitting host and the compute nodes
     jobs_dir: str = "orgseg-jobs"
@@ -124,6 +142,7 @@ class ClusterConfig:
     max_timeouts: int = 3
     #: documented seconds per unit of work, for ``--dry-run`` until units are measured
     rates: CostRates = field(default_factory=CostRates)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def resources(self, job: str) -> StageResources:
         return self.stages.get(job, self.default)

@@ -14,20 +14,21 @@ from the scheduler; ``status`` adds the Slurm states of the last submission.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orgseg.config import RunConfig
 from orgseg.errors import ConfigError, JobError
-from orgseg.io import exists, join_url, read_bytes, write_bytes
+from orgseg.io import write_bytes
 from orgseg.io.storage import configure_storage
+from orgseg.orchestrate.awsbatch import ACTIVE_STATES as BATCH_ACTIVE
 from orgseg.orchestrate.sbatch import dependency_of, job_resources
 from orgseg.orchestrate.slurm import ACTIVE_STATES, scheduler_states, start_task, submit_array
+from orgseg.orchestrate.submission import Submission, load_submission, submission_url
 from orgseg.pipeline.jobs import JOBS, UnitKey, check_config
 from orgseg.pipeline.shards import with_shard_counts
 from orgseg.pipeline.units import committed, done_units, pending, run_unit
@@ -94,34 +95,18 @@ def train_all(config: RunConfig, *, executor: str | None = None) -> float:
     t0 = time.perf_counter()
     if config.cluster.executor == "slurm":
         submit(config)
+    elif config.cluster.executor == "awsbatch":
+        from orgseg.orchestrate.awsbatch import submit_batch
+
+        submit_batch(config)
     elif config.cluster.executor == "local":
         run_local(config)
     else:
         raise ConfigError(
-            f"executor {config.cluster.executor!r} is not available; use 'local' or 'slurm'"
+            f"executor {config.cluster.executor!r} is not available; use 'local', 'slurm' "
+            "or 'awsbatch'"
         )
     return time.perf_counter() - t0
-
-
-@dataclass
-class Submission:
-    """What the last ``submit`` sent: job name -> Slurm job ids and their units."""
-
-    jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps({"jobs": self.jobs}, indent=1).encode()
-
-
-def _submission_url(config: RunConfig) -> str:
-    return join_url(config.run_root, "jobs", "submission.json")
-
-
-def load_submission(config: RunConfig) -> Submission:
-    url = _submission_url(config)
-    if not exists(url):
-        return Submission()
-    return Submission(jobs=json.loads(read_bytes(url))["jobs"])
 
 
 def submit(config: RunConfig) -> Submission:
@@ -168,8 +153,17 @@ def submit(config: RunConfig) -> Submission:
                 f" after {dependency_of(deps)}" if deps else "",
             )
         job_ids[job.name] = ids
-    write_bytes(_submission_url(config), sent.to_json())
+    write_bytes(submission_url(config), sent.to_json())
     return sent
+
+
+def _states(config: RunConfig, task_ids: list[str]) -> dict[str, str]:
+    """Scheduler state of each task of the last submission (Slurm's or Batch's)."""
+    if config.cluster.executor == "awsbatch":
+        from orgseg.orchestrate.awsbatch import batch_client, batch_states
+
+        return batch_states(batch_client(config), task_ids) if task_ids else {}
+    return scheduler_states(task_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +179,7 @@ def status(config: RunConfig) -> list[JobStatus]:
     configure_storage(config.storage)
     sub = load_submission(config)
     tasks = {name: [t["task"] for t in ts] for name, ts in sub.jobs.items()}
-    states = scheduler_states([t for ts in tasks.values() for t in ts])
+    states = _states(config, [t for ts in tasks.values() for t in ts])
     done = committed(config)
     out = []
     for job in JOBS:
@@ -219,7 +213,7 @@ def wait(
         if all(r.done == r.units for r in rows):
             return rows
         failed = {s for r in rows for s in r.scheduler if s in FAILED_STATES}
-        active = any(s in ACTIVE_STATES for r in rows for s in r.scheduler)
+        active = any(s in ACTIVE_STATES | BATCH_ACTIVE for r in rows for s in r.scheduler)
         if failed and not active:
             raise JobError(f"jobs ended without finishing the run:\n{status_text(rows)}")
         if time.perf_counter() - t0 > timeout_s:

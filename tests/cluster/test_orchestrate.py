@@ -191,6 +191,6 @@ def test_resource_profiles_load_into_a_run_config(profile, tmp_path):
     data = yaml.safe_load((ROOT / "jobs" / "ci.yaml").read_text())
     data["cluster"] = yaml.safe_load(profile.read_text())["cluster"]
     config = parse_run_config(data)
-    assert config.cluster.executor == "slurm"
+    assert config.cluster.executor == ("awsbatch" if "batch" in profile.name else "slurm")
     train = config.cluster.resources("strategy1-train")
     assert train.gpus_per_node == 1 and train.timeout_min > 0

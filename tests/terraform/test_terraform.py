@@ -1,7 +1,7 @@
 """Offline checks of terraform/: formatting, the provider-free modules' validation and
 ``terraform test`` suites, and checkov over every module with the reviewed skip list.
 
-Provider-bound modules (bucket, worker_role, gpu_spot, examples/aws) cannot be initialised
+Provider-bound modules (bucket, worker_role, batch, examples/aws) cannot be initialised
 here (no provider can be downloaded): they get fmt and checkov; their rules live in the
 provider-free modules, which are tested."""
 
@@ -71,7 +71,7 @@ def test_embedded_terraform_runs_the_suite_without_a_binary(tmp_path):
     init = tf(f"-chdir={work}", "init", "-backend=false", "-input=false", embedded=True)
     assert init.returncode == 0, init.stderr
     test = tf(f"-chdir={work}", "test", "-no-color", embedded=True)
-    assert test.returncode == 0 and "Success! 8 passed, 0 failed" in test.stdout
+    assert test.returncode == 0 and "Success! 12 passed, 0 failed" in test.stdout
 
 
 def test_a_broken_rule_is_caught_by_terraform_test(tmp_path):

@@ -1,7 +1,9 @@
-# Example root module: the data bucket, the worker role and a GPU spot group running
-# `orgseg bulk` on an archive. Copy it, fill in site.tfvars, then:
+# Example root module: the data bucket, the worker role and AWS Batch (GPU spot with an
+# on-demand fallback, a CPU queue, job definitions) for `orgseg train-all/bulk --executor
+# awsbatch`. Copy it, fill in site.tfvars, then:
 #   terraform init
 #   terraform apply -var-file=site.tfvars
+# and put the outputs in the run config's cluster.batch (jobs/profiles/aws-batch-spot.yaml).
 
 terraform {
   required_version = ">= 1.6"
@@ -30,11 +32,6 @@ variable "access_log_bucket" {
   type        = string
 }
 
-variable "image_id" {
-  description = "GPU AMI with Docker and the NVIDIA container toolkit."
-  type        = string
-}
-
 variable "container_image" {
   description = "orgseg GPU image, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/orgseg:0.1.0"
   type        = string
@@ -53,14 +50,10 @@ variable "security_group_ids" {
   type = list(string)
 }
 
-variable "orgseg_args" {
-  description = "The command the workers run."
-  type        = list(string)
-}
-
-variable "desired_capacity" {
-  type    = number
-  default = 0
+variable "max_gpu_vcpus" {
+  description = "Most GPU vCPUs at once (the spot fleet's ceiling)."
+  type        = number
+  default     = 32
 }
 
 module "naming" {
@@ -70,12 +63,11 @@ module "naming" {
 }
 
 module "capacity" {
-  source           = "../../modules/spot_policy"
-  capacity         = "spot-with-fallback"
-  instance_types   = ["g6.xlarge", "g5.xlarge", "g6e.xlarge", "g4dn.xlarge"]
-  min_size         = 0
-  max_size         = 8
-  desired_capacity = var.desired_capacity
+  source         = "../../modules/spot_policy"
+  capacity       = "spot-with-fallback"
+  instance_types = ["g6.xlarge", "g5.xlarge", "g6e.xlarge", "g4dn.xlarge"]
+  max_vcpus      = var.max_gpu_vcpus
+  attempts       = 5
 }
 
 module "bucket" {
@@ -91,27 +83,32 @@ module "worker_role" {
   bucket_arn         = module.bucket.bucket_arn
   kms_key_arn        = module.bucket.kms_key_arn
   ecr_repository_arn = var.ecr_repository_arn
+  batch              = true
   tags               = module.naming.tags
 }
 
-module "gpu_spot" {
-  source                = "../../modules/gpu_spot"
-  name                  = module.naming.worker_group_name
-  image_id              = var.image_id
-  container_image       = var.container_image
-  orgseg_args           = var.orgseg_args
-  instance_profile_name = module.worker_role.instance_profile_name
-  subnet_ids            = var.subnet_ids
-  security_group_ids    = var.security_group_ids
-  mixed_instances       = module.capacity.mixed_instances
-  group_size            = module.capacity.group_size
-  tags                  = module.naming.tags
+module "batch" {
+  source               = "../../modules/batch"
+  name                 = module.naming.worker_group_name
+  container_image      = var.container_image
+  instance_profile_arn = module.worker_role.instance_profile_arn
+  job_role_arn         = module.worker_role.role_arn
+  subnet_ids           = var.subnet_ids
+  security_group_ids   = var.security_group_ids
+  gpu_compute          = module.capacity.batch_compute
+  tags                 = module.naming.tags
 }
 
 output "bucket" {
   value = module.bucket.bucket_name
 }
 
-output "worker_group" {
-  value = module.gpu_spot.autoscaling_group_name
+output "batch" {
+  description = "cluster.batch of the run config"
+  value = {
+    job_queue          = module.batch.cpu_job_queue
+    job_definition     = module.batch.cpu_job_definition
+    gpu_job_queue      = module.batch.gpu_job_queue
+    gpu_job_definition = module.batch.gpu_job_definition
+  }
 }

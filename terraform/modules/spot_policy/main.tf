@@ -1,5 +1,5 @@
 # The GPU capacity rules of the orgseg workers, as plain values and preconditions.
-# Provider-free: the provider-bound gpu_spot module takes its values from here, and
+# Provider-free: the provider-bound batch module takes its values from here, and
 # `terraform test` checks the rules offline.
 
 terraform {
@@ -58,6 +58,23 @@ variable "desired_capacity" {
   default     = 0
 }
 
+variable "max_vcpus" {
+  description = "AWS Batch: most GPU vCPUs at once (the compute environments start at 0)."
+  type        = number
+  default     = 64
+}
+
+variable "attempts" {
+  description = "AWS Batch: attempts per job (reclaimed spot hosts are retried, nothing else)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.attempts >= 1 && var.attempts <= 10 && floor(var.attempts) == var.attempts
+    error_message = "attempts must be a whole number 1..10 (AWS Batch's range)."
+  }
+}
+
 locals {
   families      = [for t in var.instance_types : split(".", t)[0]]
   bad_types     = [for t in var.instance_types : t if !contains(var.gpu_families, split(".", t)[0])]
@@ -109,5 +126,37 @@ output "group_size" {
   precondition {
     condition     = var.max_size >= local.base
     error_message = "max_size (${var.max_size}) is below the on-demand base capacity (${local.base})."
+  }
+}
+
+output "batch_compute" {
+  description = "AWS Batch: the GPU compute environments (spot first, on-demand fallback), both scaling from 0 vCPUs, and the reclaim-only retry strategy."
+  value = {
+    instance_types      = var.instance_types
+    spot                = local.is_spot
+    on_demand_fallback  = var.capacity != "spot"
+    allocation_strategy = "SPOT_PRICE_CAPACITY_OPTIMIZED"
+    min_vcpus           = 0
+    max_vcpus           = var.max_vcpus
+    retry = {
+      attempts = var.attempts
+      evaluate_on_exit = [
+        { on_status_reason = "Host EC2*", action = "RETRY" },
+        { on_reason = "*", action = "EXIT" },
+      ]
+    }
+  }
+
+  precondition {
+    condition     = var.max_vcpus >= 4
+    error_message = "max_vcpus (${var.max_vcpus}) is below one GPU instance (4 vCPUs)."
+  }
+  precondition {
+    condition     = !local.is_spot || length(distinct(var.instance_types)) >= 2
+    error_message = "spot capacity needs at least two distinct instance types, so that an interrupted or unavailable type falls back to another."
+  }
+  precondition {
+    condition     = length(local.bad_types) == 0
+    error_message = "not GPU instance types of the allowed families (${join(", ", var.gpu_families)}): ${join(", ", local.bad_types)}."
   }
 }

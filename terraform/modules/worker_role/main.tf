@@ -1,6 +1,8 @@
-# The GPU workers' role and instance profile, least privilege: read and write objects
-# under the bucket's orgseg prefixes, use the bucket's KMS key, pull the image. Nothing else
-# (no bucket administration, no other buckets, no IAM).
+# The workers' role and instance profile, least privilege: read and write objects under
+# the bucket's orgseg prefixes, use the bucket's KMS key, pull the image. Nothing else (no
+# bucket administration, no other buckets, no IAM). With batch = true the role is also the
+# AWS Batch job role (ECS tasks assume it) and the instance profile carries the ECS agent's
+# managed policy, so Batch's instances can join their cluster.
 
 terraform {
   required_version = ">= 1.6"
@@ -45,6 +47,12 @@ variable "ecr_repository_arn" {
   default     = null
 }
 
+variable "batch" {
+  description = "Also an AWS Batch job role and ECS container instance profile."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags for every resource."
   type        = map(string)
@@ -56,7 +64,7 @@ data "aws_iam_policy_document" "assume" {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
+      identifiers = var.batch ? ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"] : ["ec2.amazonaws.com"]
     }
   }
 }
@@ -118,6 +126,12 @@ resource "aws_iam_role_policy" "worker" {
   policy = data.aws_iam_policy_document.worker.json
 }
 
+resource "aws_iam_role_policy_attachment" "ecs_agent" {
+  count      = var.batch ? 1 : 0
+  role       = aws_iam_role.worker.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+}
+
 resource "aws_iam_instance_profile" "worker" {
   name = var.name
   role = aws_iam_role.worker.name
@@ -130,4 +144,8 @@ output "role_arn" {
 
 output "instance_profile_name" {
   value = aws_iam_instance_profile.worker.name
+}
+
+output "instance_profile_arn" {
+  value = aws_iam_instance_profile.worker.arn
 }

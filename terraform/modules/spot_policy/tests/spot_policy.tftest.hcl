@@ -49,7 +49,7 @@ run "spot_with_a_single_type_is_rejected" {
   variables {
     instance_types = ["g5.xlarge"]
   }
-  expect_failures = [output.mixed_instances]
+  expect_failures = [output.mixed_instances, output.batch_compute]
 }
 
 run "non_gpu_types_are_rejected" {
@@ -57,7 +57,7 @@ run "non_gpu_types_are_rejected" {
   variables {
     instance_types = ["g5.xlarge", "m5.xlarge"]
   }
-  expect_failures = [output.mixed_instances]
+  expect_failures = [output.mixed_instances, output.batch_compute]
 }
 
 run "spot_with_on_demand_base_is_rejected" {
@@ -84,4 +84,47 @@ run "sizes_must_be_ordered" {
     desired_capacity = 1
   }
   expect_failures = [output.group_size]
+}
+
+run "batch_scales_from_zero_with_spot_first_and_an_on_demand_fallback" {
+  command = plan
+  assert {
+    condition     = output.batch_compute.min_vcpus == 0 && output.batch_compute.spot && output.batch_compute.on_demand_fallback
+    error_message = "Batch GPU capacity must start at 0 vCPUs, spot first, with the on-demand fallback"
+  }
+  assert {
+    condition     = output.batch_compute.allocation_strategy == "SPOT_PRICE_CAPACITY_OPTIMIZED"
+    error_message = "spot must be price-capacity-optimized"
+  }
+  assert {
+    condition     = output.batch_compute.retry.evaluate_on_exit[0].on_status_reason == "Host EC2*" && output.batch_compute.retry.evaluate_on_exit[0].action == "RETRY" && output.batch_compute.retry.evaluate_on_exit[1].action == "EXIT"
+    error_message = "only a reclaimed host is retried; every other failure exits"
+  }
+}
+
+run "batch_pure_spot_has_no_fallback" {
+  command = plan
+  variables {
+    capacity = "spot"
+  }
+  assert {
+    condition     = !output.batch_compute.on_demand_fallback
+    error_message = "pure spot must not fall back to on-demand"
+  }
+}
+
+run "batch_attempts_outside_batch_range_are_rejected" {
+  command = plan
+  variables {
+    attempts = 11
+  }
+  expect_failures = [var.attempts]
+}
+
+run "batch_ceiling_below_one_instance_is_rejected" {
+  command = plan
+  variables {
+    max_vcpus = 2
+  }
+  expect_failures = [output.batch_compute]
 }
