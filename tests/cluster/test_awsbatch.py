@@ -240,3 +240,65 @@ def test_sigterm_syncs_the_checkpoint_and_the_retried_attempt_resumes(batch_run,
     assert unit["epochs"] == 40 and unit["resumed_from_epoch"] >= 1
     assert exists(marker_url(longer, "strategy1-train", ("liver", 0)))
 
+
+def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_one_case(
+    batch_run, phantom_model_dir, tmp_path, monkeypatch
+):
+    """The shards as one array job and the finalize job after it; each child run as
+    Batch would. Shard 0 is killed (SIGKILL, as a reclaimed host) once it committed a
+    case: its retry does only what is left, and every case is done once."""
+    from orgseg.core.volume import Volume
+    from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
+    from orgseg.inference.model import ModelOptions
+    from orgseg.io import write_volume
+    from orgseg.orchestrate.awsbatch import submit_bulk_batch
+    from orgseg.orchestrate.bulk import bulk_resources
+    from orgseg.phantoms import make_phantom
+
+    _, config, _ = batch_run
+    archive, dest = "s3://orgseg-test/archive", "s3://orgseg-test/bulk-out"
+    for i in range(6):
+        ph = make_phantom(shape=(40, 56, 56), spacing_mm=(8.0, 7.5, 7.5), seed=300 + i)
+        write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), f"{archive}/ph_{i}.nii.gz")
+    cases = discover_archive(archive)
+    write_plan(dest, cases)
+    client = batch_client(config)
+    calls = _capture(client)
+    resources = bulk_resources(str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml"))
+    shard_id, _ = submit_bulk_batch(
+        dest,
+        model_url=str(phantom_model_dir),
+        model_options=ModelOptions(),
+        options=BulkOptions(shards=2),
+        resources=resources,
+        batch=config.cluster.batch,
+        storage_endpoint=config.storage.endpoint_url,
+        client=client,
+    )
+    shards, final = calls
+    assert shards["arrayProperties"] == {"size": 2} and shards["jobQueue"] == "orgseg-gpu-spot"
+    assert {"type": "GPU", "value": "1"} in shards["containerOverrides"]["resourceRequirements"]
+    assert shards["retryStrategy"] == RECLAIM_RETRY
+    assert final["dependsOn"] == [{"jobId": shard_id}] and "arrayProperties" not in final
+    assert final["containerOverrides"]["command"][-1] == "--finalize"
+
+    status_dir = f"{dest}/.orgseg/cases"
+    command = [sys.executable, "-m", "orgseg", *shards["containerOverrides"]["command"][1:]]
+    env = {**os.environ, ARRAY_INDEX_ENV: "0"}
+    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (exists(status_dir) and list_files(status_dir)):
+        assert first.poll() is None and time.time() - t0 < 600, "no case committed"
+        time.sleep(0.2)
+    first.kill()  # the host is gone: no signal handler runs
+    first.wait()
+    before = {u: read_bytes(u) for u in list_files(status_dir)}
+    assert 1 <= len(before) < 3  # shard 0 holds 3 of the 6 cases
+    for index in (0, 1):  # the retried attempt of shard 0, then shard 1
+        monkeypatch.setenv(ARRAY_INDEX_ENV, str(index))
+        assert main(shards["containerOverrides"]["command"][1:]) == 0
+    assert main(final["containerOverrides"]["command"][1:]) == 0
+    after = {u: read_bytes(u) for u in list_files(status_dir)}
+    assert len(after) == 6 and all(after[u] == b for u, b in before.items())
+    summary = json.loads(read_bytes(f"{dest}/summary.json"))
+    assert summary["done"] == 6 and summary["pending"] == 0
