@@ -91,6 +91,23 @@ def _capture(client) -> list[dict]:  # noqa: ANN001
     return calls
 
 
+def _operations(client) -> set[str]:  # noqa: ANN001
+    """Every Batch API operation the client makes from now on."""
+    ops: set[str] = set()
+    client.meta.events.register("before-call.batch", lambda model, **kw: ops.add(model.name))
+    return ops
+
+
+def _submit_policy_actions() -> set[str]:
+    """The Batch actions of Terraform's submit policy (modules/batch)."""
+    import re
+
+    tf = (ROOT / "terraform" / "modules" / "batch" / "main.tf").read_text()
+    doc = tf[tf.index('data "aws_iam_policy_document" "submit"') :]
+    doc = doc[: doc.index('resource "aws_iam_policy" "submit"')]
+    return set(re.findall(r'"batch:(\w+)"', doc))
+
+
 def _fake_states(status: str) -> None:
     """Set every job moto's Batch holds to ``status`` (its Docker-free mode finishes
     them at once; real Batch keeps them queued or running for a while)."""
@@ -124,7 +141,8 @@ def batch_run(tmp_path_factory, s3_server):
 def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_the_run(
     batch_run, monkeypatch
 ):
-    from orgseg.orchestrate.runner import status
+    from orgseg.errors import JobError
+    from orgseg.orchestrate.runner import status, wait
     from orgseg.pipeline.jobs import job
     from orgseg.pipeline.shards import with_shard_counts
     from orgseg.pipeline.units import pending
@@ -132,6 +150,9 @@ def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_
     cfg, config, _ = batch_run
     client = batch_client(config)
     calls = _capture(client)
+    operations = _operations(client)
+    # status and wait make their own client: the same one here, so its calls count too
+    monkeypatch.setattr("orgseg.orchestrate.awsbatch.batch_client", lambda config: client)
     todo = pending(with_shard_counts(config, record=False))
     submit_batch(config, client)
     assert [c["jobName"] for c in calls] == [f"orgseg-{j.name}" for j, _ in todo]
@@ -164,6 +185,10 @@ def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_
     submit_batch(config, client)
     assert calls == []
     assert {s for r in status(config) for s in r.scheduler} == {"RUNNABLE"}
+    # --wait on Batch: jobs that failed with nothing left queued or running end the wait
+    _fake_states("FAILED")
+    with pytest.raises(JobError, match="ended without finishing the run(.|\n)*failed"):
+        wait(config, timeout_s=30, poll_s=0.05)
 
     # Batch runs each child: the container command with its array index
     for call in first:
@@ -172,11 +197,20 @@ def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_
             assert main(call["containerOverrides"]["command"][1:]) == 0
     _fake_states("SUCCEEDED")
     assert pending(config) == []  # every unit's marker is committed
+    rows = wait(config, timeout_s=30, poll_s=0.05)  # --wait returns once all is committed
+    assert rows and all(r.done == r.units for r in rows)
     assert exists(f"{config.run_root}/models/strategy2/orgseg_model.json")
     assert exists(f"{config.run_root}/qc/flags.json")
     # committed units are never submitted again
     submit_batch(config, client)
     assert calls == []
+    # the driver's IAM policy (Terraform) allows every Batch call the driver made, and
+    # tagging, which SubmitJob with tags needs
+    assert {"SubmitJob", "DescribeJobs"} <= operations
+    assert operations | {"TagResource"} <= _submit_policy_actions(), (
+        f"the driver calls {sorted(operations)}: add what is missing to the submit policy "
+        "in terraform/modules/batch/main.tf"
+    )
 
 
 def _job_ids(config) -> list[str]:

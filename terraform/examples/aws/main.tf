@@ -50,6 +50,12 @@ variable "security_group_ids" {
   type = list(string)
 }
 
+variable "submitter_role_names" {
+  description = "IAM roles that run `orgseg train-all/bulk --executor awsbatch` (a CI runner's, an operator's): they get the bucket policy and the Batch submit policy."
+  type        = list(string)
+  default     = []
+}
+
 variable "max_gpu_vcpus" {
   description = "Most GPU vCPUs at once (the spot fleet's ceiling)."
   type        = number
@@ -99,8 +105,26 @@ module "batch" {
   tags                 = module.naming.tags
 }
 
+# what the driver needs: upload the run config and unit lists, read markers (data), submit
+# the array jobs and read their states (submit)
+resource "aws_iam_role_policy_attachment" "submitter" {
+  for_each = {
+    for pair in setproduct(var.submitter_role_names, ["data", "submit"]) : "${pair[0]}/${pair[1]}" => {
+      role   = pair[0]
+      policy = pair[1] == "data" ? module.worker_role.data_policy_arn : module.batch.submit_policy_arn
+    }
+  }
+  role       = each.value.role
+  policy_arn = each.value.policy
+}
+
 output "bucket" {
   value = module.bucket.bucket_name
+}
+
+output "submitter_policy_arns" {
+  description = "Attach both to whoever submits runs (or list their roles in submitter_role_names)."
+  value       = [module.worker_role.data_policy_arn, module.batch.submit_policy_arn]
 }
 
 output "batch" {

@@ -5,6 +5,8 @@
 # reclaim-only retry strategy. Instances use the hardened launch template: IMDSv2 only,
 # encrypted root and scratch disks. `orgseg train-all/bulk --executor awsbatch` submits
 # the array jobs; every unit is idempotent, so a retried child resumes from the bucket.
+# The submit policy is what the machine running those commands needs from Batch: submit
+# to these queues with these job definitions (and tag the jobs), read job states.
 
 terraform {
   required_version = ">= 1.6"
@@ -342,6 +344,43 @@ resource "aws_batch_job_definition" "job" {
   }
 
   tags = var.tags
+}
+
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+
+data "aws_iam_policy_document" "submit" {
+  statement {
+    sid     = "SubmitToOrgsegQueues"
+    actions = ["batch:SubmitJob"]
+    resources = concat(
+      [aws_batch_job_queue.gpu.arn, aws_batch_job_queue.cpu.arn],
+      [for d in aws_batch_job_definition.job : "${d.arn_prefix}:*"],
+    )
+  }
+  statement {
+    sid       = "TagSubmittedJobs" # SubmitJob with tags needs it
+    actions   = ["batch:TagResource"]
+    resources = ["arn:${data.aws_partition.current.partition}:batch:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:job/*"]
+  }
+  statement {
+    sid       = "ReadJobStates"
+    actions   = ["batch:DescribeJobs", "batch:ListJobs"]
+    resources = ["*"] # these actions have no resource-level scope
+  }
+}
+
+resource "aws_iam_policy" "submit" {
+  name_prefix = "${var.name}-submit-"
+  description = "orgseg --executor awsbatch: submit to the orgseg queues, read job states"
+  policy      = data.aws_iam_policy_document.submit.json
+  tags        = var.tags
+}
+
+output "submit_policy_arn" {
+  description = "Attach to the role or user that runs orgseg train-all/bulk --executor awsbatch (with the worker_role module's data_policy_arn)."
+  value       = aws_iam_policy.submit.arn
 }
 
 output "gpu_job_queue" {

@@ -69,7 +69,7 @@ data "aws_iam_policy_document" "assume" {
   }
 }
 
-data "aws_iam_policy_document" "worker" {
+data "aws_iam_policy_document" "data" {
   statement {
     sid       = "ListOwnPrefixes"
     actions   = ["s3:ListBucket"]
@@ -95,22 +95,6 @@ data "aws_iam_policy_document" "worker" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.kms_key_arn]
   }
-  dynamic "statement" {
-    for_each = var.ecr_repository_arn == null ? [] : [var.ecr_repository_arn]
-    content {
-      sid       = "PullImage"
-      actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
-      resources = [statement.value]
-    }
-  }
-  dynamic "statement" {
-    for_each = var.ecr_repository_arn == null ? [] : [1]
-    content {
-      sid       = "EcrLogin"
-      actions   = ["ecr:GetAuthorizationToken"]
-      resources = ["*"] # this action has no resource-level scope
-    }
-  }
 }
 
 resource "aws_iam_role" "worker" {
@@ -120,10 +104,39 @@ resource "aws_iam_role" "worker" {
   tags                 = var.tags
 }
 
-resource "aws_iam_role_policy" "worker" {
-  name   = "${var.name}-data"
+# a managed policy (not inline): the machine that submits runs attaches it too, since the
+# driver uploads the run config and unit lists and reads the markers
+resource "aws_iam_policy" "data" {
+  name        = "${var.name}-data"
+  description = "orgseg: the bucket's orgseg prefixes and its KMS key"
+  policy      = data.aws_iam_policy_document.data.json
+  tags        = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "data" {
+  role       = aws_iam_role.worker.name
+  policy_arn = aws_iam_policy.data.arn
+}
+
+data "aws_iam_policy_document" "pull" {
+  count = var.ecr_repository_arn == null ? 0 : 1
+  statement {
+    sid       = "PullImage"
+    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+    resources = [var.ecr_repository_arn]
+  }
+  statement {
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # this action has no resource-level scope
+  }
+}
+
+resource "aws_iam_role_policy" "pull" {
+  count  = var.ecr_repository_arn == null ? 0 : 1
+  name   = "${var.name}-pull"
   role   = aws_iam_role.worker.id
-  policy = data.aws_iam_policy_document.worker.json
+  policy = data.aws_iam_policy_document.pull[0].json
 }
 
 resource "aws_iam_role_policy_attachment" "ecs_agent" {
@@ -140,6 +153,11 @@ resource "aws_iam_instance_profile" "worker" {
 
 output "role_arn" {
   value = aws_iam_role.worker.arn
+}
+
+output "data_policy_arn" {
+  description = "The bucket access policy, also for the role or user that submits runs."
+  value       = aws_iam_policy.data.arn
 }
 
 output "instance_profile_name" {
