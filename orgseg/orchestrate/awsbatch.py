@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +34,12 @@ import yaml
 from orgseg.config import BatchConfig, StageResources
 from orgseg.errors import ConfigError, JobError
 from orgseg.io import join_url, read_bytes, write_bytes
-from orgseg.orchestrate.submission import Submission, load_submission, submission_url
+from orgseg.orchestrate.submission import submit_pending
 from orgseg.pipeline.markers import UnitKey
 
 if TYPE_CHECKING:
     from orgseg.config import RunConfig
+    from orgseg.pipeline.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,7 @@ def batch_states(client, task_ids: Sequence[str]) -> dict[str, str]:  # noqa: AN
 def submit_batch(config: RunConfig, client=None):  # noqa: ANN001, ANN201
     """Submit every pending unit as chained Batch array jobs; returns what was sent (also
     ``<run_root>/jobs/submission.json``, the file ``orgseg status`` reads)."""
-    from orgseg.pipeline.jobs import JOBS
     from orgseg.pipeline.shards import with_shard_counts
-    from orgseg.pipeline.units import pending
 
     if config.cluster.executor != "awsbatch":
         raise ConfigError(
@@ -126,56 +126,42 @@ def submit_batch(config: RunConfig, client=None):  # noqa: ANN001, ANN201
     b = config.cluster.batch
     config_url = join_url(state_dir(config), "config.yaml")
     write_bytes(config_url, config_text(config).encode())
-    previous = load_submission(config)
-    known = [t["task"] for tasks in previous.jobs.values() for t in tasks]
-    states = batch_states(client, known) if known else {}
-    by_name = {j.name: j for j in JOBS}
-    sent = Submission()
-    array_ids: dict[str, list[str]] = {}
-    for job, units in pending(config):
-        active = {
-            tuple(t["unit"]): t
-            for t in previous.jobs.get(job.name, [])
-            if states.get(t["task"]) in ACTIVE_STATES
+
+    def send(job: Job, units: Sequence[UnitKey], after: Sequence[str]) -> tuple[str, list[str]]:
+        resources = config.cluster.resources(job.name)
+        units_url = join_url(state_dir(config), f"{job.name}-{uuid.uuid4().hex[:12]}.json")
+        write_bytes(units_url, json.dumps([list(u) for u in units]).encode())
+        request: dict[str, Any] = {
+            "jobName": f"orgseg-{job.name}",
+            "jobQueue": (b.gpu_job_queue if job.gpu else None) or b.job_queue,
+            "jobDefinition": (b.gpu_job_definition if job.gpu else None) or b.job_definition,
+            "containerOverrides": {
+                "command": unit_command(config_url, units_url, config),
+                "resourceRequirements": resource_requirements(resources),
+            },
+            "retryStrategy": retry_strategy(b.attempts),
+            "timeout": {"attemptDurationSeconds": max(60, resources.timeout_min * 60)},
+            "tags": {"orgseg-run": config.run_root, "orgseg-job": job.name},
+            "propagateTags": True,
         }
-        todo = [u for u in units if tuple(u) not in active]
-        deps = [jid for name in by_name[job.name].after for jid in array_ids.get(name, [])]
-        ids = sorted({t["task"].split(":")[0] for t in active.values()})
-        sent.jobs[job.name] = list(active.values())
-        if todo:
-            resources = config.cluster.resources(job.name)
-            stamp = len(known) + sum(len(v) for v in sent.jobs.values())
-            units_url = join_url(state_dir(config), f"{job.name}-{stamp}.json")
-            write_bytes(units_url, json.dumps([list(u) for u in todo]).encode())
-            request: dict[str, Any] = {
-                "jobName": f"orgseg-{job.name}",
-                "jobQueue": (b.gpu_job_queue if job.gpu else None) or b.job_queue,
-                "jobDefinition": (b.gpu_job_definition if job.gpu else None) or b.job_definition,
-                "containerOverrides": {
-                    "command": unit_command(config_url, units_url, config),
-                    "resourceRequirements": resource_requirements(resources),
-                },
-                "retryStrategy": retry_strategy(b.attempts),
-                "timeout": {"attemptDurationSeconds": max(60, resources.timeout_min * 60)},
-                "tags": {"orgseg-run": config.run_root, "orgseg-job": job.name},
-                "propagateTags": True,
-            }
-            if len(todo) > 1:
-                request["arrayProperties"] = {"size": len(todo)}
-            if deps:
-                request["dependsOn"] = [{"jobId": d} for d in deps]
-            job_id = client.submit_job(**request)["jobId"]
-            for i, unit in enumerate(todo):
-                task = f"{job_id}:{i}" if len(todo) > 1 else job_id
-                sent.jobs[job.name].append({"unit": list(unit), "task": task})
-            ids.append(job_id)
-            log.info(
-                "submitted %s: %d units as Batch job %s%s", job.name, len(todo), job_id,
-                f" after {deps}" if deps else "",
-            )  # fmt: skip
-        array_ids[job.name] = ids
-    write_bytes(submission_url(config), sent.to_json())
-    return sent
+        if len(units) > 1:
+            request["arrayProperties"] = {"size": len(units)}
+        if after:
+            request["dependsOn"] = [{"jobId": d} for d in after]
+        job_id = client.submit_job(**request)["jobId"]
+        log.info(
+            "submitted %s: %d units as Batch job %s%s", job.name, len(units), job_id,
+            f" after {list(after)}" if after else "",
+        )  # fmt: skip
+        return job_id, [f"{job_id}:{i}" for i in range(len(units))] if len(units) > 1 else [job_id]
+
+    return submit_pending(
+        config,
+        lambda tasks: batch_states(client, tasks),
+        ACTIVE_STATES,
+        lambda task: task.split(":")[0],
+        send,
+    )
 
 
 def unit_command(config_url: str, units_url: str, config: RunConfig) -> list[str]:

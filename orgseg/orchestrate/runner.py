@@ -23,13 +23,12 @@ from typing import Any
 
 from orgseg.config import RunConfig
 from orgseg.errors import ConfigError, JobError
-from orgseg.io import write_bytes
 from orgseg.io.storage import configure_storage
 from orgseg.orchestrate.awsbatch import ACTIVE_STATES as BATCH_ACTIVE
 from orgseg.orchestrate.sbatch import dependency_of, job_resources
 from orgseg.orchestrate.slurm import ACTIVE_STATES, scheduler_states, start_task, submit_array
-from orgseg.orchestrate.submission import Submission, load_submission, submission_url
-from orgseg.pipeline.jobs import JOBS, UnitKey, check_config
+from orgseg.orchestrate.submission import Submission, load_submission, submit_pending
+from orgseg.pipeline.jobs import JOBS, Job, UnitKey, check_config
 from orgseg.pipeline.shards import with_shard_counts
 from orgseg.pipeline.units import committed, done_units, pending, run_unit
 
@@ -116,45 +115,28 @@ def submit(config: RunConfig) -> Submission:
         raise ConfigError(f"submit needs cluster.executor 'slurm', got {config.cluster.executor!r}")
     configure_storage(config.storage)
     config = with_shard_counts(config)  # every task is given the same shard counts
-    previous = load_submission(config)
-    known = [t["task"] for tasks in previous.jobs.values() for t in tasks]
-    states = scheduler_states(known)
     folder = Path(config.cluster.jobs_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    sent = Submission()
-    job_ids: dict[str, list[str]] = {}
-    for job, units in pending(config):
-        active = {
-            tuple(t["unit"]): t
-            for t in previous.jobs.get(job.name, [])
-            if states.get(t["task"]) in ACTIVE_STATES
-        }
-        todo = [u for u in units if tuple(u) not in active]
-        deps = [jid for name in job.after for jid in job_ids.get(name, [])]
-        ids = sorted({t["task"].split("_")[0] for t in active.values()})
-        sent.jobs[job.name] = list(active.values())
-        if todo:
-            submitted = submit_array(
-                [UnitTask(config, job.name, u) for u in todo],
-                job_resources(config, job),
-                name=job.name,
-                folder=str(folder / job.name),
-                dependency=dependency_of(deps),
-                max_timeouts=config.cluster.max_timeouts,
-            )
-            for unit, sj in zip(todo, submitted, strict=True):
-                sent.jobs[job.name].append({"unit": list(unit), "task": str(sj.job_id)})
-            ids.append(str(submitted[0].job_id).split("_")[0])
-            log.info(
-                "submitted %s: %d units as job %s%s",
-                job.name,
-                len(todo),
-                ids[-1],
-                f" after {dependency_of(deps)}" if deps else "",
-            )
-        job_ids[job.name] = ids
-    write_bytes(submission_url(config), sent.to_json())
-    return sent
+
+    def send(job: Job, units: Sequence[UnitKey], after: Sequence[str]) -> tuple[str, list[str]]:
+        submitted = submit_array(
+            [UnitTask(config, job.name, u) for u in units],
+            job_resources(config, job),
+            name=job.name,
+            folder=str(folder / job.name),
+            dependency=dependency_of(after),
+            max_timeouts=config.cluster.max_timeouts,
+        )
+        job_id = str(submitted[0].job_id).split("_")[0]
+        log.info(
+            "submitted %s: %d units as job %s%s", job.name, len(units), job_id,
+            f" after {dependency_of(after)}" if after else "",
+        )  # fmt: skip
+        return job_id, [str(sj.job_id) for sj in submitted]
+
+    return submit_pending(
+        config, scheduler_states, ACTIVE_STATES, lambda task: task.split("_")[0], send
+    )
 
 
 def _states(config: RunConfig, task_ids: list[str]) -> dict[str, str]:
