@@ -31,6 +31,7 @@ from orgseg.catalog import ORGANS
 from orgseg.config import RunConfig
 from orgseg.core.qc import MaskFigures, flags, in_field_of_view, robust_z, severity
 from orgseg.errors import ConfigError, JobError
+from orgseg.evaluation.tables import to_csv
 from orgseg.io import exists, read_bytes, read_volume, write_bytes
 from orgseg.io.storage import read_many
 from orgseg.pipeline.cases import Manifest, load_manifest, load_manual_masks
@@ -90,7 +91,7 @@ class MaskQC:
             "organ": self.organ,
             "source": self.source,
             "size_group": self.size_group,
-            **{k: ("" if f[k] is None else f[k]) for k in QC_COLUMNS if k in f},
+            **{k: f[k] for k in QC_COLUMNS if k in f},  # None: an empty cell (to_csv)
             "expected_in_view": int(self.expected),
             "severity": round(self.severity, 3),
             "flagged": int(bool(self.reasons)),
@@ -252,14 +253,6 @@ def summary_rows(results: Sequence[MaskQC]) -> list[dict[str, object]]:
     return rows
 
 
-def _csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
 SUMMARY_COLUMNS = (
     "organ",
     "source",
@@ -312,8 +305,10 @@ def run_qc(config: RunConfig) -> list[MaskQC]:
     layout = RunLayout.of(config)
     results = assess(config)
     rows = [r.row() for r in sorted(results, key=lambda r: (r.organ, -r.severity, r.case_id))]
-    write_bytes(layout.qc_file("qc.csv"), _csv(rows, QC_COLUMNS))
-    write_bytes(layout.qc_file("summary.csv"), _csv(summary_rows(results), SUMMARY_COLUMNS))
+    write_bytes(layout.qc_file("qc.csv"), to_csv(rows, QC_COLUMNS).encode())
+    write_bytes(
+        layout.qc_file("summary.csv"), to_csv(summary_rows(results), SUMMARY_COLUMNS).encode()
+    )
     n = config.pseudo_labels.sheet_masks
     if n:
         by_organ: dict[str, list[MaskQC]] = defaultdict(list)
