@@ -132,6 +132,18 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
     assert summary[("liver", "src_a")]["masks"] == "2"
     for organ in ("liver", "lungs"):
         assert Path(run.qc_file(f"sheets/{organ}.png")).read_bytes()[:4] == b"\x89PNG"
+    # the report's QC section: summary.csv row for row, each organ's sheet shown
+    from orgseg.evaluation.tables import html_table, markdown
+    from orgseg.pipeline.qc import qc_table
+
+    section = qc_table(config)
+    assert section is not None and section.title == "Pseudo-label quality control"
+    text = markdown(section)
+    for row in summary.values():
+        assert "| " + " | ".join(row.values()) + " |" in text, row
+    page = html_table(section)
+    for organ in ("liver", "lungs"):
+        assert f"src='../qc/sheets/{organ}.png'" in page
 
 
 def test_a_review_overrules_qc_and_a_rerun_of_fusion_follows_it(tmp_path):
