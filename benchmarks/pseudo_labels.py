@@ -87,7 +87,7 @@ def setup(work: Path, n_cases: int, shape: tuple, spacing_mm: tuple) -> None:
     (work / "setup.json").write_text(json.dumps({"models": models, "cases": cases}))
 
 
-def run_previous(models: dict[str, str], cases: list[str], out: str) -> None:
+def run_previous(models: dict[str, str], cases: list[str], out: str, tile_batch: int) -> None:
     from orgseg.io import read_volume, write_volume
     from orgseg.nnunet.predict import Predictor
 
@@ -99,13 +99,16 @@ def run_previous(models: dict[str, str], cases: list[str], out: str) -> None:
             write_volume(ct.with_array((seg == 1).astype(np.uint8)), f"{out}/{i}_{organ}.nii.gz")
 
 
-def run_streamed(models: dict[str, str], cases: list[str], out: str) -> None:
+def run_streamed(models: dict[str, str], cases: list[str], out: str, tile_batch: int) -> None:
     from orgseg.config import RunConfig
     from orgseg.inference.model import SegmentationModel
     from orgseg.io import read_volume
     from orgseg.pipeline.organ_masks import MaskTargets, case_cache, predict_organ_masks
 
     config = RunConfig(run_root=out, data_root=out, strategy1_organs=ORGANS, strategy2_organs=())
+    config = dataclasses.replace(
+        config, inference=dataclasses.replace(config.inference, tile_batch=tile_batch)
+    )
     ids = {str(i): url for i, url in enumerate(cases)}
     targets = MaskTargets(
         mask=lambda c, o: f"{out}/{c}_{o}.nii.gz", record=lambda c, o: f"{out}/{c}_{o}.json"
@@ -123,7 +126,7 @@ def run_streamed(models: dict[str, str], cases: list[str], out: str) -> None:
             np.save(f"{out}/{c}_body.npy", cache.cached(c).body.bits)
 
 
-def child(method: str, models: dict, cases: list, out: str, queue) -> None:  # noqa: ANN001
+def child(method: str, models: dict, cases: list, out: str, tile_batch: int, queue) -> None:  # noqa: ANN001
     import torch
 
     torch.set_num_threads(2)
@@ -132,14 +135,14 @@ def child(method: str, models: dict, cases: list, out: str, queue) -> None:  # n
 
     Path(out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    (run_previous if method == "previous" else run_streamed)(models, cases, out)
+    (run_previous if method == "previous" else run_streamed)(models, cases, out, tile_batch)
     queue.put({"seconds": time.perf_counter() - t0, "rss_mb": peak_rss_mb()})
 
 
-def measure(method: str, models: dict, cases: list, out: Path) -> dict:
+def measure(method: str, models: dict, cases: list, out: Path, tile_batch: int = 1) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(method, models, cases, str(out), queue))
+    proc = ctx.Process(target=child, args=(method, models, cases, str(out), tile_batch, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -153,8 +156,16 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=6)
     parser.add_argument("--shape", default="240,320,320", help="phantom z,y,x before the body crop")
     parser.add_argument("--spacing-mm", default="1.5,1.2,1.2", help="phantom spacing z,y,x")
+    parser.add_argument(
+        "--tile-batch", type=int, default=None,
+        help="the streamed path's tiles per forward pass (default: the run config's)",
+    )  # fmt: skip
+    parser.add_argument("--only-streamed", action="store_true", help="reuse the previous run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from orgseg.inference.options import DEFAULTS
+
+    tile_batch = args.tile_batch or DEFAULTS.tile_batch
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     # models and phantoms made in a child (not daemonic: nnU-Net's preprocessing starts
@@ -171,8 +182,13 @@ def main() -> None:
     from orgseg.core.body import PackedMask
     from orgseg.io import read_volume
 
-    a = measure("previous", models, cases, work / "previous")
-    b = measure("streamed", models, cases, work / "streamed")
+    previous_json = work / "previous" / "measured.json"
+    if args.only_streamed and previous_json.exists():
+        a = json.loads(previous_json.read_text())
+    else:
+        a = measure("previous", models, cases, work / "previous")
+        previous_json.write_text(json.dumps(a))
+    b = measure("streamed", models, cases, work / "streamed", tile_batch)
     differing = outside = voxels = 0
     for i, url in enumerate(cases):
         shape = read_volume(url).shape
@@ -187,7 +203,8 @@ def main() -> None:
           "(cropped to the body), "
           f"{len(ORGANS)} organ models, {len(cases) * len(ORGANS)} masks")  # fmt: skip
     print(f"previous: {a['seconds']:.1f} s, peak RSS {a['rss_mb']:.0f} MB")
-    print(f"streamed: {b['seconds']:.1f} s, peak RSS {b['rss_mb']:.0f} MB")
+    print(f"streamed: {b['seconds']:.1f} s, peak RSS {b['rss_mb']:.0f} MB "
+          f"({tile_batch} tiles per forward pass)")  # fmt: skip
     print(f"mask voxels (previous) {voxels}; outside the body (background by design) {outside}")
     print(json.dumps({"previous": a, "streamed": b}))
     print(

@@ -58,7 +58,15 @@ def fragmented_share(mask: np.ndarray, *, components: int = 1) -> float:
     total = int(np.count_nonzero(mask))
     if total == 0:
         return 0.0
-    labelled, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    # components never leave the mask's bounding box: label only that
+    box = tuple(
+        slice(int(idx[0]), int(idx[-1]) + 1)
+        for idx in (
+            np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != k)))
+            for k in range(mask.ndim)
+        )
+    )
+    labelled, n = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, bool))
     if n <= components:
         return 0.0
     sizes = np.bincount(labelled.ravel())[1:]

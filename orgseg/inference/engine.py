@@ -269,6 +269,7 @@ def _streamed(
         slab_rows=options.slab_rows,
         progress=progress,
         agreement=agreement,
+        tile_batch=options.tile_batch,
     )
     try:
         for z0, z1, (ys, xs), slab in rows:

@@ -91,8 +91,16 @@ class SegmentationModel:
         """nnU-Net's whole-scan sliding window, a tile row at a time (exact)."""
         from orgseg.nnunet.stream import stream_labels
 
+        p = self.predictor
         return stream_labels(
-            self.predictor.nnunet, ct, spacing_mm, nets=self.predictor.fold_networks(), **kwargs
+            p.plan,
+            p.fold_networks(),
+            ct,
+            spacing_mm,
+            device=p.device,
+            tile_step_size=p.tile_step_size,
+            mirror_axes=p.mirror_axes,
+            **kwargs,
         )
 
     @property

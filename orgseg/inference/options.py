@@ -27,6 +27,9 @@ class EngineOptions:
     #: hold the blended overlap in float16 (half the memory; only near-exact ties between
     #: two classes can come out differently than in float32)
     half_precision_blend: bool = True
+    #: tiles of one tile row per forward pass when streaming (1: nnU-Net's own one at a
+    #: time, bit for bit; more is faster, see the README's engine section)
+    tile_batch: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("stream", "blend"):
@@ -36,6 +39,8 @@ class EngineOptions:
                 f"chunk length ({self.chunk_mm} mm) must exceed the overlap "
                 f"({self.overlap_mm} mm); use a longer --chunk-mm or a shorter --overlap-mm"
             )
+        if self.tile_batch < 1:
+            raise ConfigError(f"expected tile_batch >= 1, got {self.tile_batch}")
         if self.overlap_mm < 0 or self.body_margin_mm < 0:
             raise ConfigError(
                 f"expected a non-negative overlap and margin, got {self.overlap_mm} mm and "

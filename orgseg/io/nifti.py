@@ -177,3 +177,41 @@ def nifti_geometry(
         tuple(float(v) for v in affine[:3, 3] * ras_to_lps),  # type: ignore[return-value]
         direction,
     )
+
+
+def write_nifti(volume: Volume, path: str, *, compress: bool) -> None:
+    """Write ``volume`` as a NIfTI-1 file at the local ``path`` (gzip at level 1 when
+    ``compress``: a label mask compresses nearly as well as at level 6, several times
+    faster). The geometry is the inverse of :func:`nifti_geometry`, in both the qform
+    and the sform; bool is written as uint8 and float64 as float32."""
+    import nibabel as nib
+
+    array = np.asarray(volume.array)
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    ras_to_lps = np.array([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    for c in range(3):  # file axis c (i, j, k) is array axis 2 - c
+        affine[:3, c] = volume.direction[2 - c] * volume.spacing_mm[2 - c] * ras_to_lps
+    affine[:3, 3] = np.asarray(volume.origin_mm, dtype=float) * ras_to_lps
+    header = nib.Nifti1Header()
+    header.set_data_dtype(array.dtype)
+    header.set_data_shape(array.shape[::-1])
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm", "sec")
+    header["vox_offset"] = 352
+    head = header.binaryblock + b"\0\0\0\0"  # no extensions
+    data = memoryview(np.ascontiguousarray(array)).cast("B")
+    if not compress:
+        with open(path, "wb") as f:
+            f.write(head)
+            f.write(data)
+        return
+    gz = _fast_gzip if _fast_gzip is not None else gzip
+    with gz.open(path, "wb", compresslevel=1) as f:
+        f.write(head)
+        f.write(data)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from orgseg.core.orientation import Reorientation, from_canonical, to_canonical
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
-from orgseg.io.nifti import check_claimed_size, read_nifti
+from orgseg.io.nifti import check_claimed_size, read_nifti, write_nifti
 from orgseg.io.storage import atomic_local_path, filesystem, local_copy, split_suffix
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _from_sitk(image: sitk.Image, url: str) -> Volume:
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     dim = image.GetDimension()
     if dim != 3:
         raise DataContractError(
@@ -52,6 +57,8 @@ def _from_sitk(image: sitk.Image, url: str) -> Volume:
 
 
 def _to_sitk(volume: Volume) -> sitk.Image:
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     array = volume.array
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
@@ -66,6 +73,8 @@ def _to_sitk(volume: Volume) -> sitk.Image:
 
 
 def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     reader = sitk.ImageSeriesReader()
     uids = list(reader.GetGDCMSeriesIDs(path))
     if not uids:
@@ -99,6 +108,8 @@ def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
 
 
 def _check_slice_positions(files: Sequence[str], url: str) -> None:
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     if len(files) < 2:
         raise DataContractError(
             f"{url}: the DICOM series has {len(files)} slice; expected a 3D series"
@@ -165,6 +176,8 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                 volume = read_nifti(path, url)
                 check_geometry(volume, name=url)
                 return volume
+            import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
             try:
                 checked_itk_info(path, url)
                 image = sitk.ReadImage(path)
@@ -179,6 +192,8 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
 def checked_itk_info(path: str, url: str) -> sitk.ImageFileReader:
     """ITK's header of a local file (NRRD, MHA, DICOM), after the claimed-size check.
     ITK's RuntimeError for an unreadable header is left to the caller to word."""
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
@@ -210,6 +225,13 @@ def write_volume(volume: Volume, url: str, *, compress: bool = True) -> None:
         raise DataContractError(
             f"{url}: cannot write suffix {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}"
         )
+    if suffix.lower() in (".nii", ".nii.gz"):
+        with atomic_local_path(url) as tmp:
+            write_nifti(volume, tmp, compress=compress and suffix.lower() == ".nii.gz")
+        log.debug("wrote %s", url)
+        return
+    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+
     image = _to_sitk(volume)
     with atomic_local_path(url) as tmp:
         sitk.WriteImage(image, tmp, useCompression=compress)

@@ -12,12 +12,24 @@ from orgseg.errors import DataContractError
 from orgseg.nnunet.datasets import IGNORE_LABEL
 from orgseg.nnunet.env import nnunet_output_to_log
 from orgseg.nnunet.export import slab_export_mode
+from orgseg.nnunet.folder import (
+    FolderPlan,
+    build_networks,
+    patch_extent_mm,
+    read_folder,
+    scan_spacing_mm,
+)
 
 log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """Loads a model folder's folds once; predicts any number of canonical CT arrays."""
+    """Loads a model folder's folds once; predicts any number of canonical CT arrays.
+
+    The folder's plans and labels are read at once, without nnU-Net's predictor; the
+    streamed engine then needs nothing else (:meth:`fold_networks`). nnU-Net's own
+    predictor is built on first use of the whole-scan paths (:meth:`predict`,
+    :meth:`predict_logits`) or for a folder whose networks only it can build."""
 
     def __init__(
         self,
@@ -29,9 +41,6 @@ class Predictor:
         tile_step_size: float = 0.5,
         checkpoint: str = "checkpoint_final.pth",
     ) -> None:
-        import torch
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
         model_dir = Path(model_dir)
         available = sorted(
             int(p.name.split("_")[1]) for p in model_dir.glob("fold_*") if (p / checkpoint).exists()
@@ -49,29 +58,48 @@ class Predictor:
             )
         self.folds = folds
         self.model_dir = model_dir
+        self.device = device
+        self.use_mirroring = use_mirroring
+        self.tile_step_size = tile_step_size
+        self._checkpoint = checkpoint
+        self.plan: FolderPlan = read_folder(model_dir, folds[0], checkpoint)
         self._nets: list | None = None
-        self._predictor = nnUNetPredictor(
-            tile_step_size=tile_step_size,
-            use_gaussian=True,
-            use_mirroring=use_mirroring,
-            perform_everything_on_device=device == "cuda",
-            device=torch.device(device),
-            verbose=False,
-            verbose_preprocessing=False,
-            allow_tqdm=False,
-        )
-        with nnunet_output_to_log():
-            self._predictor.initialize_from_trained_model_folder(
-                str(model_dir), use_folds=folds, checkpoint_name=checkpoint
-            )
+        self._stock = None
         # a model trained with nnU-Net's ignore label predicts every label but that one
         self.labels: dict[str, int] = {
-            k: int(v)
-            for k, v in self._predictor.dataset_json["labels"].items()
-            if k not in ("background", IGNORE_LABEL)
+            k: int(v) for k, v in self.plan.labels.items() if k not in ("background", IGNORE_LABEL)
         }
         self.n_classes = len(self.labels) + 1
         log.info("loaded %s folds %s", model_dir, list(folds))
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...] | None:
+        """The axes test-time mirroring flips (None when mirroring is off, or when the
+        checkpoint names none: nnU-Net then does not mirror either)."""
+        return self.plan.mirror_axes if self.use_mirroring else None
+
+    @property
+    def _predictor(self):  # noqa: ANN202 - nnU-Net's predictor, built on first use
+        if self._stock is None:
+            import torch
+            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+            stock = nnUNetPredictor(
+                tile_step_size=self.tile_step_size,
+                use_gaussian=True,
+                use_mirroring=self.use_mirroring,
+                perform_everything_on_device=self.device == "cuda",
+                device=torch.device(self.device),
+                verbose=False,
+                verbose_preprocessing=False,
+                allow_tqdm=False,
+            )
+            with nnunet_output_to_log():
+                stock.initialize_from_trained_model_folder(
+                    str(self.model_dir), use_folds=self.folds, checkpoint_name=self._checkpoint
+                )
+            self._stock = stock
+        return self._stock
 
     def predict(
         self, ct: np.ndarray, spacing_mm: Sequence[float], *, probabilities: bool = False
@@ -91,20 +119,12 @@ class Predictor:
     @property
     def patch_extent_mm(self) -> tuple[float, float, float]:
         """Extent of the network's patch in mm, in the scan's (z, y, x) order."""
-        p = self._predictor
-        cm = p.configuration_manager
-        back = list(p.plans_manager.transpose_backward)
-        return tuple(  # type: ignore[return-value]
-            float(cm.patch_size[back[a]]) * float(cm.spacing[back[a]]) for a in range(3)
-        )
+        return patch_extent_mm(self.plan)  # type: ignore[return-value]
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """The network's voxel spacing in the scan's (z, y, x) order."""
-        p = self._predictor
-        spacing = [float(v) for v in p.configuration_manager.spacing]
-        back = list(p.plans_manager.transpose_backward)
-        return tuple(spacing[back[a]] for a in range(3))  # type: ignore[return-value]
+        return scan_spacing_mm(self.plan)  # type: ignore[return-value]
 
     def predict_logits(
         self, ct: np.ndarray, spacing_mm: Sequence[float]
@@ -136,21 +156,25 @@ class Predictor:
 
     @property
     def nnunet(self):  # noqa: ANN201 - nnU-Net's own loaded predictor
-        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds: the one value the
-        streamed sliding window (:mod:`orgseg.nnunet.stream`) works on."""
+        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds (built on first use)."""
         return self._predictor
 
     def fold_networks(self) -> list:
         """One network per fold on the device, built once and kept (streaming many scans
         with one ensemble must not rebuild them per scan)."""
         if self._nets is None:
-            from orgseg.nnunet.stream import fold_networks
+            import torch
 
-            self._nets = fold_networks(self._predictor)
+            if self.plan.lean:
+                self._nets = build_networks(
+                    self.plan, self.folds, self._checkpoint, torch.device(self.device)
+                )
+            else:
+                self._nets = _stock_fold_networks(self._predictor)
         return self._nets
 
     def _slab_export_mode(self, props: dict) -> str | None:
-        return slab_export_mode(self._predictor, props)
+        return slab_export_mode(self.plan, props["spacing"])
 
     def predict_slabs(
         self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int = 16
@@ -207,3 +231,19 @@ class Predictor:
                 return_probabilities=True,
             )
         return np.asarray(probs, dtype=np.float32)
+
+
+def _stock_fold_networks(p) -> list:  # noqa: ANN001 - nnU-Net's predictor
+    """One network per fold from nnU-Net's predictor (which keeps one network and loads
+    each fold's weights into it per scan)."""
+    import copy
+
+    from torch._dynamo import OptimizedModule
+
+    base = p.network._orig_mod if isinstance(p.network, OptimizedModule) else p.network
+    nets = []
+    for params in p.list_of_parameters:
+        net = copy.deepcopy(base)
+        net.load_state_dict(params)
+        nets.append(net.to(p.device).eval())
+    return nets

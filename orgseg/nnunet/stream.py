@@ -22,7 +22,6 @@ whole image's statistics; transposed axes; other resampling functions) raise
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from orgseg.core.resample import interpolation_matrix, linear_taps, nearest_taps
+from orgseg.core.resample import cubic_rows, interpolation_matrix, linear_taps, nearest_taps
 from orgseg.core.tiles import (
     coarse_span,
     fine_span,
@@ -42,6 +41,13 @@ from orgseg.core.tiles import (
     window_steps,
 )
 from orgseg.nnunet.export import slab_export_mode
+from orgseg.nnunet.folder import (
+    FolderPlan,
+    mirrored_forward,
+    model_shape,
+    separate_z,
+    tile_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,7 @@ class _ModelRows:
         (self.z0, _), (y0, y1), (x0, x1) = plan.bbox
         self.plane = (slice(y0, y1), slice(x0, x1))
         self._cache: dict[int, np.ndarray] = {}
+        self._model_rows: dict[int, np.ndarray] = {}
 
     def _input_row(self, r: int) -> np.ndarray:
         """Normalised input row ``r`` (cropped coordinates), float32."""
@@ -128,14 +135,25 @@ class _ModelRows:
             self._cache[r] = hit
         return hit
 
-    def forget_below(self, r: int) -> None:
+    def forget_below(self, r: int, model_row: int) -> None:
+        """Drop the cached input rows below ``r`` and model rows below ``model_row``."""
         for key in [k for k in self._cache if k < r]:
             del self._cache[key]
+        for key in [k for k in self._model_rows if k < model_row]:
+            del self._model_rows[key]
 
     def rows(self, a: int, b: int) -> np.ndarray:
-        """Model-grid rows ``[a, b)`` as float32 ``(b - a, Y', X')``."""
-        from scipy import ndimage as ndi
+        """Model-grid rows ``[a, b)`` as float32 ``(b - a, Y', X')``; rows an earlier tile
+        row already made (neighbouring tile rows overlap by half a patch) are reused."""
+        c = a
+        while c < b and c in self._model_rows:
+            c += 1
+        if c < b:
+            for r, row in zip(range(c, b), self._compute(c, b), strict=True):
+                self._model_rows[r] = row
+        return np.stack([self._model_rows[r] for r in range(a, b)])
 
+    def _compute(self, a: int, b: int) -> np.ndarray:
         plan = self.plan
         n_in, n_out = plan.cropped[0], plan.model[0]
         if plan.cropped == plan.model:  # nnU-Net does not resample at all
@@ -149,62 +167,53 @@ class _ModelRows:
         r0 = max(0, math.floor(first) - 2 - SPLINE_MARGIN_ROWS)
         r1 = min(n_in, math.floor(last) + 3 + SPLINE_MARGIN_ROWS)
         block = np.stack([self._plane_row(r) for r in range(r0, r1)])
-        out = ndi.affine_transform(
-            block,
-            np.array([scale, 1.0, 1.0]),
-            offset=np.array([first - r0, 0.0, 0.0]),
-            output_shape=(b - a, *block.shape[1:]),
-            order=3,
-            mode="nearest",
-            prefilter=True,
-        )
+        # the z half of the separable cubic spline (the in-plane half is in _plane_row)
+        out = cubic_rows(block, first - r0 + scale * np.arange(b - a))
         np.clip(out, self.clip[0], self.clip[1], out=out)
         return out.astype(np.float32)
 
 
-def make_plan(p: Any, shape: Sequence[int], spacing_mm: Sequence[float], bbox) -> StreamPlan:
-    """The streaming plan for a scan with nnU-Net predictor ``p``, or
+def make_plan(
+    model: FolderPlan,
+    tile_step_size: float,
+    shape: Sequence[int],
+    spacing_mm: Sequence[float],
+    bbox,
+) -> StreamPlan:
+    """The streaming plan for a scan under model folder ``model``, or
     :class:`NotStreamableError` with the reason."""
-    from nnunetv2.preprocessing.resampling.default_resampling import (
-        compute_new_shape,
-        determine_do_sep_z_and_axis,
-    )
-
-    cm = p.configuration_manager
-    conf = cm.configuration
-    if len(cm.patch_size) != 3:
+    conf = model.configuration
+    if len(model.patch_size) != 3:
         raise NotStreamableError("not a 3D configuration")
-    if list(p.plans_manager.transpose_forward) != [0, 1, 2]:
+    if list(model.transpose_forward) != [0, 1, 2]:
         raise NotStreamableError("the plans transpose the axes")
-    if list(cm.normalization_schemes) != ["CTNormalization"]:
+    if list(model.normalization_schemes) != ["CTNormalization"]:
         raise NotStreamableError(
-            f"normalisation {cm.normalization_schemes} uses image-wide statistics"
+            f"normalisation {list(model.normalization_schemes)} uses image-wide statistics"
         )
     if conf.get("resampling_fn_data") != "resample_data_or_seg_to_shape":
         raise NotStreamableError(f"data resampling {conf.get('resampling_fn_data')}")
     data_kwargs = dict(conf.get("resampling_fn_data_kwargs", {}))
     if data_kwargs.get("order", 3) != 3 or data_kwargs.get("order_z", 0) != 0:
         raise NotStreamableError(f"data resampling options {data_kwargs}")
-    export_z = slab_export_mode(p, {"spacing": list(spacing_mm)})
+    export_z = slab_export_mode(model, spacing_mm)
     if export_z is None:
         raise NotStreamableError("the export's resampling cannot be reproduced slab by slab")
     cropped = tuple(int(b - a) for a, b in bbox)
-    target = [float(s) for s in cm.spacing]
-    model = tuple(int(v) for v in compute_new_shape(cropped, list(spacing_mm), target))
-    separate, axis = determine_do_sep_z_and_axis(
-        data_kwargs.get("force_separate_z"), list(spacing_mm), target
-    )
+    target = model.spacing_mm
+    grid = model_shape(cropped, spacing_mm, target)
+    separate, axis = separate_z(data_kwargs.get("force_separate_z"), spacing_mm, target)
     if separate and axis != 0:
         raise NotStreamableError(f"anisotropic along axis {axis}, not the slice axis")
-    patch = tuple(int(v) for v in cm.patch_size)
-    pads = [pad_split(m, q) for m, q in zip(model, patch, strict=True)]
-    padded = tuple(m + lo + hi for m, (lo, hi) in zip(model, pads, strict=True))
-    step = float(p.tile_step_size)
+    patch = model.patch_size
+    pads = [pad_split(m, q) for m, q in zip(grid, patch, strict=True)]
+    padded = tuple(m + lo + hi for m, (lo, hi) in zip(grid, pads, strict=True))
+    step = float(tile_step_size)
     steps = tuple(tuple(window_steps(n, q, step)) for n, q in zip(padded, patch, strict=True))
     return StreamPlan(
         bbox=tuple(bbox),  # type: ignore[arg-type]
         cropped=cropped,  # type: ignore[arg-type]
-        model=model,  # type: ignore[arg-type]
+        model=grid,  # type: ignore[arg-type]
         patch=patch,  # type: ignore[arg-type]
         pad_below=tuple(lo for lo, _ in pads),  # type: ignore[arg-type]
         padded=padded,  # type: ignore[arg-type]
@@ -214,56 +223,49 @@ def make_plan(p: Any, shape: Sequence[int], spacing_mm: Sequence[float], bbox) -
     )
 
 
-def fold_networks(p: Any) -> list:
-    """One network per fold, weights loaded once (nnU-Net reloads them per scan); keep
-    them to stream many scans (:meth:`orgseg.nnunet.predict.Predictor.fold_networks`)."""
-    from torch._dynamo import OptimizedModule
-
-    base = p.network._orig_mod if isinstance(p.network, OptimizedModule) else p.network
-    nets = []
-    for params in p.list_of_parameters:
-        net = copy.deepcopy(base)
-        net.load_state_dict(params)
-        nets.append(net.to(p.device).eval())
-    return nets
-
-
 def stream_labels(
-    p: Any,
+    model: FolderPlan,
+    nets: Sequence,
     ct: np.ndarray,
     spacing_mm: Sequence[float],
     *,
+    device: Any = None,
+    tile_step_size: float = 0.5,
+    mirror_axes: Sequence[int] | None = None,
     body_boxes: np.ndarray | None = None,
     margin_mm: float = 10.0,
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
-    nets: list | None = None,
     agreement: Any = None,
+    tile_batch: int = 1,
 ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
-    """nnU-Net's whole-scan sliding window of predictor ``p`` (an ``nnUNetPredictor`` with
-    its folds loaded, :attr:`orgseg.nnunet.predict.Predictor.nnunet`), a tile row at a time.
+    """nnU-Net's whole-scan sliding window of model folder ``model`` with its folds'
+    networks ``nets`` (:func:`orgseg.nnunet.folder.build_networks`), a tile row at a time.
 
+    ``mirror_axes``: nnU-Net's test-time mirroring over these axes (None: none).
     ``body_boxes``: per scan row the body's in-plane box (``y0, y1, x0, x1``; empty
     rows all zero, see :func:`orgseg.core.tiles.row_boxes`); None predicts everywhere.
+    ``tile_batch``: tiles of a tile row per forward pass (1 is nnU-Net's own way, bit for
+    bit; a batch is faster on the CPU, where PyTorch runs batches through oneDNN, whose
+    sums round differently from its batch-of-one kernels).
 
     Yield ``(z0, z1, (ys, xs), labels)``: model class indices (uint8) for scan rows
     ``[z0, z1)`` inside the in-plane box ``(ys, xs)``; everything not yielded is
     background. Raises :class:`NotStreamableError` before any work if the model needs the
-    chunk-and-blend path. ``nets``: the folds' networks from :func:`fold_networks` (loaded
-    here when not given). ``agreement``: a :class:`orgseg.core.qc.FoldAgreement` that is
+    chunk-and-blend path. ``agreement``: a :class:`orgseg.core.qc.FoldAgreement` that is
     given each fold's own class map of every finished block (model grid), for the folds'
     agreement without a second pass."""
     import torch
-    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
         CTNormalization,
     )
 
     bbox = nonzero_bbox(ct)
-    plan = make_plan(p, ct.shape, spacing_mm, bbox)
+    plan = make_plan(model, tile_step_size, ct.shape, spacing_mm, bbox)
     (bz0, bz1), (by0, by1), (bx0, bx1) = plan.bbox
-    props = p.plans_manager.foreground_intensity_properties_per_channel["0"]
-    normalizer = CTNormalization(use_mask_for_norm=False, intensityproperties=props)
+    normalizer = CTNormalization(
+        use_mask_for_norm=False, intensityproperties=model.intensity_properties
+    )
 
     def normalize(a: np.ndarray) -> np.ndarray:
         return normalizer.run(a)
@@ -291,12 +293,9 @@ def stream_labels(
             return 0, cy, 0, cx
         return union_box(boxes, rows, margin_px, (cy, cx))
 
-    nets = fold_networks(p) if nets is None else nets
-    device = p.device
-    gaussian = compute_gaussian(
-        plan.patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=torch.device("cpu")
-    )
-    n_classes = p.label_manager.num_segmentation_heads
+    device = torch.device("cpu") if device is None else torch.device(device)
+    gaussian = tile_weights(plan.patch)
+    n_classes = model.n_heads
     qz, qy, qx = plan.padded
     accs = [torch.zeros((n_classes, pz, qy, qx), dtype=torch.half) for _ in nets]
     weight = torch.zeros((pz, qy, qx), dtype=torch.half)
@@ -305,74 +304,73 @@ def stream_labels(
     exporter = _Exporter(plan, plane_box_for, slab_rows)
     z_steps = plan.steps[0]
     n_tiles = 0
-    original_network = p.network
-    try:
-        for k, s in enumerate(z_steps):
-            rows = (max(0, s - bz), min(mz, s - bz + pz))  # model rows this tile row reads
-            box = None
-            if rows[0] < rows[1]:
-                out_rows = fine_span(rows[0], rows[1], mz, cz)
-                if out_rows is not None:
-                    box = plane_box_for(out_rows)
-            if box is not None:
-                ys = tiles_touching(
-                    plan.steps[1], py, *(v + byp for v in coarse_span(box[0], box[1], my, cy))
+    for k, s in enumerate(z_steps):
+        rows = (max(0, s - bz), min(mz, s - bz + pz))  # model rows this tile row reads
+        box = None
+        if rows[0] < rows[1]:
+            out_rows = fine_span(rows[0], rows[1], mz, cz)
+            if out_rows is not None:
+                box = plane_box_for(out_rows)
+        if box is not None:
+            ys = tiles_touching(
+                plan.steps[1], py, *(v + byp for v in coarse_span(box[0], box[1], my, cy))
+            )
+            xs = tiles_touching(
+                plan.steps[2], px, *(v + bxp for v in coarse_span(box[2], box[3], mx, cx))
+            )
+            data = np.zeros((pz, qy, qx), dtype=np.float32)
+            data[rows[0] - (s - bz) : rows[1] - (s - bz), byp : byp + my, bxp : bxp + mx] = (
+                source.rows(*rows)
+            )
+            if k + 1 < len(z_steps):
+                next_row = max(0, min(mz - 1, z_steps[k + 1] - bz))
+                source.forget_below(_first_input_row(plan, next_row), next_row)
+            tensor = torch.from_numpy(data)
+            # nnU-Net's tile order (y, then x), ``tile_batch`` tiles per forward pass
+            order = [(sy, sx) for sy in ys for sx in xs]
+            with torch.inference_mode(), autocast:
+                for f, net in enumerate(nets):
+                    for i in range(0, len(order), tile_batch):
+                        group = order[i : i + tile_batch]
+                        batch = torch.stack(
+                            [tensor[None, :, sy : sy + py, sx : sx + px] for sy, sx in group]
+                        ).to(device)
+                        preds = mirrored_forward(net, batch, mirror_axes).to("cpu")
+                        for (sy, sx), pred in zip(group, preds, strict=True):
+                            pred *= gaussian
+                            accs[f][:, :, sy : sy + py, sx : sx + px] += pred
+                            if f == 0:
+                                weight[:, sy : sy + py, sx : sx + px] += gaussian
+                            n_tiles += 1
+                        del batch, preds
+        # rows below the next tile row's start are final
+        nxt = z_steps[k + 1] if k + 1 < len(z_steps) else qz
+        n_final = nxt - s
+        per_fold: list | None = [] if agreement is not None and len(accs) > 1 else None
+        logits = _finalise(accs, weight, n_final, per_fold)
+        lo_model, hi_model = s - bz, nxt - bz  # padded -> model rows
+        keep = slice(max(0, -lo_model), n_final - max(0, hi_model - mz))
+        if per_fold and keep.start < keep.stop:
+            agreement.add([f[keep, byp : byp + my, bxp : bxp + mx].numpy() for f in per_fold])
+        if keep.start < keep.stop:
+            block = logits[:, keep, byp : byp + my, bxp : bxp + mx]
+            for z0, z1, (ys_, xs_), lab in exporter.add(max(0, lo_model), block):
+                yield (
+                    bz0 + z0,
+                    bz0 + z1,
+                    (
+                        slice(by0 + ys_.start, by0 + ys_.stop),
+                        slice(bx0 + xs_.start, bx0 + xs_.stop),
+                    ),
+                    lab,
                 )
-                xs = tiles_touching(
-                    plan.steps[2], px, *(v + bxp for v in coarse_span(box[2], box[3], mx, cx))
-                )
-                data = np.zeros((pz, qy, qx), dtype=np.float32)
-                data[rows[0] - (s - bz) : rows[1] - (s - bz), byp : byp + my, bxp : bxp + mx] = (
-                    source.rows(*rows)
-                )
-                if k + 1 < len(z_steps):
-                    source.forget_below(
-                        _first_input_row(plan, max(0, min(mz - 1, z_steps[k + 1] - bz)))
-                    )
-                tensor = torch.from_numpy(data)
-                with torch.inference_mode(), autocast:
-                    for f, net in enumerate(nets):
-                        p.network = net
-                        for sy in ys:
-                            for sx in xs:
-                                tile = tensor[None, None, :, sy : sy + py, sx : sx + px]
-                                tile = tile.contiguous().to(device)
-                                pred = p._internal_maybe_mirror_and_predict(tile)[0].to("cpu")
-                                pred *= gaussian
-                                accs[f][:, :, sy : sy + py, sx : sx + px] += pred
-                                if f == 0:
-                                    weight[:, sy : sy + py, sx : sx + px] += gaussian
-                                n_tiles += 1
-            # rows below the next tile row's start are final
-            nxt = z_steps[k + 1] if k + 1 < len(z_steps) else qz
-            n_final = nxt - s
-            per_fold: list | None = [] if agreement is not None and len(accs) > 1 else None
-            logits = _finalise(accs, weight, n_final, per_fold)
-            lo_model, hi_model = s - bz, nxt - bz  # padded -> model rows
-            keep = slice(max(0, -lo_model), n_final - max(0, hi_model - mz))
-            if per_fold and keep.start < keep.stop:
-                agreement.add([f[keep, byp : byp + my, bxp : bxp + mx].numpy() for f in per_fold])
-            if keep.start < keep.stop:
-                block = logits[:, keep, byp : byp + my, bxp : bxp + mx]
-                for z0, z1, (ys_, xs_), lab in exporter.add(max(0, lo_model), block):
-                    yield (
-                        bz0 + z0,
-                        bz0 + z1,
-                        (
-                            slice(by0 + ys_.start, by0 + ys_.stop),
-                            slice(bx0 + xs_.start, bx0 + xs_.stop),
-                        ),
-                        lab,
-                    )
-            for acc in accs:
-                acc[:, : pz - n_final] = acc[:, n_final:].clone()
-                acc[:, pz - n_final :] = 0
-            weight[: pz - n_final] = weight[n_final:].clone()
-            weight[pz - n_final :] = 0
-            if progress is not None:
-                progress(k + 1, len(z_steps))
-    finally:
-        p.network = original_network
+        for acc in accs:
+            acc[:, : pz - n_final] = acc[:, n_final:].clone()
+            acc[:, pz - n_final :] = 0
+        weight[: pz - n_final] = weight[n_final:].clone()
+        weight[pz - n_final :] = 0
+        if progress is not None:
+            progress(k + 1, len(z_steps))
     log.debug("streamed %d tile rows, %d tiles (all folds)", len(z_steps), n_tiles)
 
 

@@ -75,6 +75,39 @@ def test_streamed_equals_stock_nnunet_on_the_whole_scan(model_dir, shape, spacin
     assert not cropped.labels[~body].any()
 
 
+def test_lean_networks_are_nnunets_and_tile_batches_differ_only_at_near_ties(model_dir):
+    """The folds' networks built from plans.json give nnU-Net's own logits; tiles batched
+    through one forward pass (faster on the CPU, summed by other kernels) change at most
+    a handful of near-tie voxels."""
+    import torch
+
+    from orgseg.inference.model import ModelOptions
+    from orgseg.nnunet.folder import mirrored_forward
+
+    model = SegmentationModel(model_dir, ModelOptions(use_mirroring=True))
+    p = model.predictor
+    assert p.plan.lean and p.mirror_axes == (0, 1, 2)
+    stock = p.nnunet
+    x = torch.from_numpy(
+        np.random.default_rng(0)
+        .normal(size=(1, 1, *stock.configuration_manager.patch_size))
+        .astype(np.float32)
+    )
+    with torch.inference_mode():
+        for net, params in zip(p.fold_networks(), stock.list_of_parameters, strict=True):
+            stock.network.load_state_dict(params)
+            stock.network.eval()
+            ref = stock._internal_maybe_mirror_and_predict(x)
+            assert torch.equal(mirrored_forward(net, x, p.mirror_axes), ref)
+
+    ph = make_phantom(shape=(96, 64, 64), spacing_mm=(8.0, 7.5, 7.5), seed=102)
+    ct = Volume(ph.ct_hu, spacing_mm=ph.spacing_mm)
+    one = segment_volume(model, ct, EngineOptions(body_crop=False))
+    batched = segment_volume(model, ct, EngineOptions(body_crop=False, tile_batch=4))
+    assert one.mode == batched.mode == "stream"
+    assert np.count_nonzero(one.labels != batched.labels) <= 1e-4 * one.labels.size
+
+
 def test_blend_mode_chunks_agree_with_the_whole_scan(model, unseen):
     ct = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)
     whole = segment_volume(model, ct, EngineOptions(chunk_mm=None))

@@ -188,11 +188,11 @@ def test_zero_or_negative_spacing_is_rejected(tmp_path, pixdim):
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     url = tmp_path / "out" / "ct.nii.gz"
 
-    def crash(image, path, useCompression=True):  # noqa: N803
+    def crash(volume, path, compress=True):
         Path(path).write_bytes(b"half a file")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(volumes_module.sitk, "WriteImage", crash)
+    monkeypatch.setattr(volumes_module, "write_nifti", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         write_volume(ct_volume(), str(url))
     assert not url.exists()
@@ -204,11 +204,38 @@ def test_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
     write_volume(ct_volume(), str(url))
     before = url.read_bytes()
 
-    def crash(image, path, useCompression=True):  # noqa: N803
+    def crash(volume, path, compress=True):
         Path(path).write_bytes(b"partial")
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(volumes_module.sitk, "WriteImage", crash)
+    monkeypatch.setattr(volumes_module, "write_nifti", crash)
     with pytest.raises(RuntimeError):
         write_volume(ct_volume(), str(url))
     assert url.read_bytes() == before
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.bool_])
+def test_nifti_writer_geometry_is_what_itk_writes(tmp_path, dtype):
+    """orgseg writes NIfTI without ITK; ITK (and nnU-Net, which reads through it) sees the
+    same voxels, spacing, origin and oblique or mirrored direction as in ITK's own file."""
+
+    from orgseg.io.volumes import _to_sitk
+
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # a random rotation or reflection
+    array = (rng.normal(size=(7, 9, 11)) * 100).astype(dtype)
+    volume = Volume(array, spacing_mm=(2.5, 0.7, 0.9), origin_mm=(10.0, -20.0, 30.5), direction=q)
+    ours, theirs = tmp_path / "ours.nii.gz", tmp_path / "itk.nii.gz"
+    write_volume(volume, str(ours))
+    sitk.WriteImage(_to_sitk(volume), str(theirs))
+    a, b = sitk.ReadImage(str(ours)), sitk.ReadImage(str(theirs))
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-6)
+    assert a.GetPixelIDTypeAsString() == b.GetPixelIDTypeAsString()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    back = read_volume(str(ours))
+    np.testing.assert_array_equal(
+        back.array, array.astype(np.uint8) if dtype is np.bool_ else array
+    )
+    np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)

@@ -84,3 +84,34 @@ def test_nonzero_bbox_is_nnunets_crop():
     _, _, bbox = crop_to_nonzero(ct[None].astype(np.float32))
     assert [list(b) for b in nonzero_bbox(ct, rows=7)] == [list(b) for b in bbox]
     assert nonzero_bbox(np.zeros((4, 5, 6))) == ((0, 4), (0, 5), (0, 6))
+
+
+def test_overlapping_tile_rows_reuse_rows_and_still_equal_nnunet():
+    """Tile rows overlap by half a patch: rows made for one are reused by the next (and
+    forgotten below it); the result is still nnU-Net's preprocessing."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
+        CTNormalization,
+    )
+    from nnunetv2.preprocessing.resampling.default_resampling import (
+        resample_data_or_seg_to_shape,
+    )
+
+    from orgseg.nnunet.stream import _first_input_row
+
+    shape, spacing, target = (90, 40, 36), (1.5, 0.8, 0.8), (3.0, 3.0, 3.0)
+    ct = _ct(shape, seed=3)
+    norm = CTNormalization(use_mask_for_norm=False, intensityproperties=PROPS)
+    whole = norm.run(ct.astype(np.float32))
+    plan = _plan(shape, spacing, target, False)
+    expected = resample_data_or_seg_to_shape(
+        whole[None], plan.model, spacing, target, order=3, order_z=0, force_separate_z=None
+    )[0]
+    rows = _ModelRows(ct, plan, norm.run, (float(whole.min()), float(whole.max())))
+    mz, window = plan.model[0], 8
+    for a in range(0, mz - window + 1, window // 2):
+        got = rows.rows(a, a + window)
+        scale = max(1.0, np.abs(expected).max())
+        assert np.abs(got - expected[a : a + window]).max() < 1e-5 * scale
+        nxt = a + window // 2
+        rows.forget_below(_first_input_row(plan, nxt), nxt)
+        assert min(rows._model_rows, default=nxt) >= nxt  # nothing kept below the next row
