@@ -140,3 +140,17 @@ def test_sources_cli_adds_a_registry_yaml(tmp_path, capsys):
     assert "site_liver" in out and "totalsegmentator" in out
     assert main(["sources", "--registry", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_segment_tile_batch_reaches_the_engine_and_a_bad_one_is_refused():
+    from orgseg.cli import _segment_options, build_parser
+    from orgseg.errors import ConfigError
+
+    parser = build_parser()
+    base = ["segment", "-i", "ct.nii.gz", "-o", "out", "--model", "m"]
+    _, engine, _ = _segment_options(parser.parse_args(base))
+    assert engine.tile_batch == 1  # bit-exact by default
+    _, engine, _ = _segment_options(parser.parse_args([*base, "--tile-batch", "3"]))
+    assert engine.tile_batch == 3
+    with pytest.raises(ConfigError, match="tile_batch >= 1"):
+        _segment_options(parser.parse_args([*base, "--tile-batch", "0"]))
