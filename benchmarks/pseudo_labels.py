@@ -87,7 +87,7 @@ def setup(work: Path, n_cases: int, shape: tuple, spacing_mm: tuple) -> None:
     (work / "setup.json").write_text(json.dumps({"models": models, "cases": cases}))
 
 
-def run_previous(models: dict[str, str], cases: list[str], out: str, tile_batch: int) -> None:
+def run_previous(models: dict[str, str], cases: list[str], out: str) -> None:
     from orgseg.io import read_volume, write_volume
     from orgseg.nnunet.predict import Predictor
 
@@ -135,7 +135,10 @@ def child(method: str, models: dict, cases: list, out: str, tile_batch: int, que
 
     Path(out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    (run_previous if method == "previous" else run_streamed)(models, cases, out, tile_batch)
+    if method == "previous":
+        run_previous(models, cases, out)
+    else:
+        run_streamed(models, cases, out, tile_batch)
     queue.put({"seconds": time.perf_counter() - t0, "rss_mb": peak_rss_mb()})
 
 
@@ -151,21 +154,21 @@ def measure(method: str, models: dict, cases: list, out: Path, tile_batch: int =
 
 
 def main() -> None:
+    from orgseg.inference.options import DEFAULTS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="/tmp/orgseg-bench-pseudo")
     parser.add_argument("--cases", type=int, default=6)
     parser.add_argument("--shape", default="240,320,320", help="phantom z,y,x before the body crop")
     parser.add_argument("--spacing-mm", default="1.5,1.2,1.2", help="phantom spacing z,y,x")
     parser.add_argument(
-        "--tile-batch", type=int, default=None,
+        "--tile-batch", type=int, default=DEFAULTS.tile_batch,
         help="the streamed path's tiles per forward pass (default: the run config's)",
     )  # fmt: skip
     parser.add_argument("--only-streamed", action="store_true", help="reuse the previous run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from orgseg.inference.options import DEFAULTS
-
-    tile_batch = args.tile_batch or DEFAULTS.tile_batch
+    tile_batch = args.tile_batch
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     # models and phantoms made in a child (not daemonic: nnU-Net's preprocessing starts

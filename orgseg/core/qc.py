@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from orgseg.core.body import PackedMask
+from orgseg.core.crop import bounding_box
 from orgseg.errors import DataContractError
 
 #: organs that are two structures in the body (their mask is two components)
@@ -59,14 +60,8 @@ def fragmented_share(mask: np.ndarray, *, components: int = 1) -> float:
     if total == 0:
         return 0.0
     # components never leave the mask's bounding box: label only that
-    box = tuple(
-        slice(int(idx[0]), int(idx[-1]) + 1)
-        for idx in (
-            np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != k)))
-            for k in range(mask.ndim)
-        )
-    )
-    labelled, n = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, bool))
+    box = bounding_box(mask).slices
+    labelled, n = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
     if n <= components:
         return 0.0
     sizes = np.bincount(labelled.ravel())[1:]

@@ -16,6 +16,8 @@ from orgseg.errors import DataContractError
 from orgseg.io.nifti import check_claimed_size, read_nifti, write_nifti
 from orgseg.io.storage import atomic_local_path, filesystem, local_copy, split_suffix
 
+# SimpleITK (96 MB of RSS on import) is imported inside the functions that need it: a
+# process that only reads and writes NIfTI never loads it
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
@@ -25,7 +27,7 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _from_sitk(image: sitk.Image, url: str) -> Volume:
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     dim = image.GetDimension()
     if dim != 3:
@@ -57,7 +59,7 @@ def _from_sitk(image: sitk.Image, url: str) -> Volume:
 
 
 def _to_sitk(volume: Volume) -> sitk.Image:
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     array = volume.array
     if array.dtype == np.bool_:
@@ -73,7 +75,7 @@ def _to_sitk(volume: Volume) -> sitk.Image:
 
 
 def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     uids = list(reader.GetGDCMSeriesIDs(path))
@@ -108,7 +110,7 @@ def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
 
 
 def _check_slice_positions(files: Sequence[str], url: str) -> None:
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     if len(files) < 2:
         raise DataContractError(
@@ -176,7 +178,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
                 volume = read_nifti(path, url)
                 check_geometry(volume, name=url)
                 return volume
-            import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+            import SimpleITK as sitk
 
             try:
                 checked_itk_info(path, url)
@@ -192,7 +194,7 @@ def read_volume(url: str, *, series_uid: str | None = None) -> Volume:
 def checked_itk_info(path: str, url: str) -> sitk.ImageFileReader:
     """ITK's header of a local file (NRRD, MHA, DICOM), after the claimed-size check.
     ITK's RuntimeError for an unreadable header is left to the caller to word."""
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
@@ -230,7 +232,7 @@ def write_volume(volume: Volume, url: str, *, compress: bool = True) -> None:
             write_nifti(volume, tmp, compress=compress and suffix.lower() == ".nii.gz")
         log.debug("wrote %s", url)
         return
-    import SimpleITK as sitk  # imported here: a NIfTI-only process never loads ITK
+    import SimpleITK as sitk
 
     image = _to_sitk(volume)
     with atomic_local_path(url) as tmp:

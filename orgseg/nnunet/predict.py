@@ -79,7 +79,8 @@ class Predictor:
         return self.plan.mirror_axes if self.use_mirroring else None
 
     @property
-    def _predictor(self):  # noqa: ANN202 - nnU-Net's predictor, built on first use
+    def nnunet(self):  # noqa: ANN201 - nnU-Net's own loaded predictor
+        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds, built on first use."""
         if self._stock is None:
             import torch
             from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -108,7 +109,7 @@ class Predictor:
         image = np.asarray(ct, dtype=np.float32)[None]
         props = {"spacing": [float(s) for s in spacing_mm]}
         with nnunet_output_to_log():
-            out = self._predictor.predict_single_npy_array(
+            out = self.nnunet.predict_single_npy_array(
                 image, props, None, None, save_or_return_probabilities=probabilities
             )
         if probabilities:
@@ -133,7 +134,7 @@ class Predictor:
         grid, (n_classes, z', y', x') float32, with nnU-Net's properties of the block."""
         from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
 
-        p = self._predictor
+        p = self.nnunet
         image = np.asarray(ct, dtype=np.float32)[None]
         props = {"spacing": [float(s) for s in spacing_mm]}
         with nnunet_output_to_log():
@@ -154,11 +155,6 @@ class Predictor:
             logits = p.predict_logits_from_preprocessed_data(pre["data"]).cpu().numpy()
         return np.asarray(logits, dtype=np.float32), pre["data_properties"]
 
-    @property
-    def nnunet(self):  # noqa: ANN201 - nnU-Net's own loaded predictor
-        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds (built on first use)."""
-        return self._predictor
-
     def fold_networks(self) -> list:
         """One network per fold on the device, built once and kept (streaming many scans
         with one ensemble must not rebuild them per scan)."""
@@ -170,7 +166,7 @@ class Predictor:
                     self.plan, self.folds, self._checkpoint, torch.device(self.device)
                 )
             else:
-                self._nets = _stock_fold_networks(self._predictor)
+                self._nets = _stock_fold_networks(self.nnunet)
         return self._nets
 
     def _slab_export_mode(self, props: dict) -> str | None:
@@ -220,7 +216,7 @@ class Predictor:
             convert_predicted_logits_to_segmentation_with_correct_shape,
         )
 
-        p = self._predictor
+        p = self.nnunet
         with nnunet_output_to_log():
             _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
                 torch.from_numpy(logits),
