@@ -45,6 +45,8 @@ class FolderPlan:
     trainer_name: str
     #: axes nnU-Net's test-time mirroring may flip (None: the checkpoint does not say)
     mirror_axes: tuple[int, ...] | None
+    plans: dict  # plans.json as read
+    dataset: dict  # dataset.json as read
 
     @property
     def patch_size(self) -> tuple[int, ...]:
@@ -128,6 +130,8 @@ def read_folder(model_dir: Path, first_fold: int, checkpoint: str) -> FolderPlan
         n_inputs=len(channels),
         trainer_name=str(ckpt["trainer_name"]),
         mirror_axes=None if axes is None else tuple(int(a) for a in axes),
+        plans=plans,
+        dataset=dataset,
     )
 
 

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 class Predictor:
     """Loads a model folder's folds once; predicts any number of canonical CT arrays.
 
-    The folder's plans and labels are read at once, without nnU-Net's predictor; the
-    streamed engine then needs nothing else (:meth:`fold_networks`). nnU-Net's own
-    predictor is built on first use of the whole-scan paths (:meth:`predict`,
-    :meth:`predict_logits`) or for a folder whose networks only it can build."""
+    Everything is read from the folder here, so it may go away afterwards (a model staged
+    from a bucket into scratch is deleted once loaded). The plans, labels and the folds'
+    networks are read without nnU-Net's predictor: the streamed engine needs nothing else
+    (:meth:`fold_networks`). nnU-Net's own predictor is built from them, in memory, on
+    first use of the whole-scan paths (:meth:`predict`, :meth:`predict_logits`); a
+    folder whose networks only nnU-Net can build is loaded by it here."""
 
     def __init__(
         self,
@@ -65,6 +67,12 @@ class Predictor:
         self.plan: FolderPlan = read_folder(model_dir, folds[0], checkpoint)
         self._nets: list | None = None
         self._stock = None
+        if self.plan.lean:
+            import torch
+
+            self._nets = build_networks(self.plan, folds, checkpoint, torch.device(device))
+        else:
+            self._stock = self._stock_from_folder()
         # a model trained with nnU-Net's ignore label predicts every label but that one
         self.labels: dict[str, int] = {
             k: int(v) for k, v in self.plan.labels.items() if k not in ("background", IGNORE_LABEL)
@@ -78,27 +86,50 @@ class Predictor:
         checkpoint names none: nnU-Net then does not mirror either)."""
         return self.plan.mirror_axes if self.use_mirroring else None
 
+    def _new_stock(self):  # noqa: ANN202 - an uninitialised nnUNetPredictor
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        return nnUNetPredictor(
+            tile_step_size=self.tile_step_size,
+            use_gaussian=True,
+            use_mirroring=self.use_mirroring,
+            perform_everything_on_device=self.device == "cuda",
+            device=torch.device(self.device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
+
+    def _stock_from_folder(self):  # noqa: ANN202 - nnU-Net's predictor
+        stock = self._new_stock()
+        with nnunet_output_to_log():
+            stock.initialize_from_trained_model_folder(
+                str(self.model_dir), use_folds=self.folds, checkpoint_name=self._checkpoint
+            )
+        return stock
+
     @property
     def nnunet(self):  # noqa: ANN201 - nnU-Net's own loaded predictor
-        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds, built on first use."""
+        """nnU-Net's ``nnUNetPredictor`` holding the loaded folds, built on first use from
+        what is already in memory (the folder is not read again)."""
         if self._stock is None:
-            import torch
-            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+            import copy
 
-            stock = nnUNetPredictor(
-                tile_step_size=self.tile_step_size,
-                use_gaussian=True,
-                use_mirroring=self.use_mirroring,
-                perform_everything_on_device=self.device == "cuda",
-                device=torch.device(self.device),
-                verbose=False,
-                verbose_preprocessing=False,
-                allow_tqdm=False,
+            from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+            assert self._nets is not None
+            plans = PlansManager(copy.deepcopy(self.plan.plans))
+            stock = self._new_stock()
+            stock.manual_initialization(
+                copy.deepcopy(self._nets[0]),
+                plans,
+                plans.get_configuration(self.plan.configuration_name),
+                [net.state_dict() for net in self._nets],
+                copy.deepcopy(self.plan.dataset),
+                self.plan.trainer_name,
+                self.plan.mirror_axes,
             )
-            with nnunet_output_to_log():
-                stock.initialize_from_trained_model_folder(
-                    str(self.model_dir), use_folds=self.folds, checkpoint_name=self._checkpoint
-                )
             self._stock = stock
         return self._stock
 
@@ -158,15 +189,8 @@ class Predictor:
     def fold_networks(self) -> list:
         """One network per fold on the device, built once and kept (streaming many scans
         with one ensemble must not rebuild them per scan)."""
-        if self._nets is None:
-            import torch
-
-            if self.plan.lean:
-                self._nets = build_networks(
-                    self.plan, self.folds, self._checkpoint, torch.device(self.device)
-                )
-            else:
-                self._nets = _stock_fold_networks(self.nnunet)
+        if self._nets is None:  # a folder only nnU-Net could load
+            self._nets = _stock_fold_networks(self.nnunet)
         return self._nets
 
     def _slab_export_mode(self, props: dict) -> str | None:

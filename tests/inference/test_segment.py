@@ -87,7 +87,12 @@ def test_lean_networks_are_nnunets_and_tile_batches_differ_only_at_near_ties(mod
     model = SegmentationModel(model_dir, ModelOptions(use_mirroring=True))
     p = model.predictor
     assert p.plan.lean and p.mirror_axes == (0, 1, 2)
-    stock = p.nnunet
+    # nnU-Net's predictor loaded from the folder by nnU-Net itself (p.nnunet is built from
+    # orgseg's networks, so it cannot be the reference)
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    stock = nnUNetPredictor(use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
+    stock.initialize_from_trained_model_folder(str(model_dir), use_folds=p.folds)
     x = torch.from_numpy(
         np.random.default_rng(0)
         .normal(size=(1, 1, *stock.configuration_manager.patch_size))
@@ -106,6 +111,20 @@ def test_lean_networks_are_nnunets_and_tile_batches_differ_only_at_near_ties(mod
     batched = segment_volume(model, ct, EngineOptions(body_crop=False, tile_batch=4))
     assert one.mode == batched.mode == "stream"
     assert np.count_nonzero(one.labels != batched.labels) <= 1e-4 * one.labels.size
+
+
+def test_a_loaded_model_needs_its_folder_no_more(model_dir, model, unseen, tmp_path):
+    """A model staged from a bucket is deleted from scratch once loaded: both the streamed
+    engine and nnU-Net's own whole-scan path must run from what was loaded."""
+    staged = tmp_path / "staged"
+    shutil.copytree(model_dir, staged)
+    loaded = SegmentationModel(staged)
+    shutil.rmtree(staged)
+    ct = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)
+    streamed = segment_volume(loaded, ct)
+    np.testing.assert_array_equal(streamed.labels, segment_volume(model, ct).labels)
+    stock = loaded.predictor.predict(unseen.ct_hu, ct.spacing_mm)
+    np.testing.assert_array_equal(stock, model.predictor.predict(unseen.ct_hu, ct.spacing_mm))
 
 
 def test_blend_mode_chunks_agree_with_the_whole_scan(model, unseen):

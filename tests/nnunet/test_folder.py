@@ -84,6 +84,8 @@ def _plan(labels: dict, trainer: str = "nnUNetTrainer", **conf) -> FolderPlan:
         n_inputs=1,
         trainer_name=trainer,
         mirror_axes=(0, 1, 2),
+        plans={},
+        dataset={"labels": labels},
     )
 
 
