@@ -110,6 +110,42 @@ def fold_agreement(fold_voxels: Sequence[int], overlaps: Mapping[tuple[int, int]
     return float(np.mean(dice))
 
 
+def collapsed_folds(
+    fold_voxels: Iterable[Sequence[int]],
+    *,
+    vanish_share: float = 0.1,
+    min_cases: int = 3,
+    min_rate: float = 0.5,
+) -> dict[int, tuple[int, int]]:
+    """Folds of one organ's ensemble that predict (nearly) nothing where the others find
+    the organ: a model problem (a fold that did not learn), not a mask problem.
+
+    ``fold_voxels``: per case, each fold's voxel count (fold positions as the ensemble
+    holds them). A fold *vanishes* in a case when it has under ``vanish_share`` of the
+    other folds' median count while that median is non-zero; it is collapsed when it
+    vanishes in at least ``min_rate`` of the ``min_cases`` or more cases it can be
+    compared in. Returns fold position -> (cases vanished, cases compared).
+
+    >>> collapsed_folds([(900, 0), (1200, 3), (800, 0), (0, 0)])
+    {1: (3, 3)}
+    """
+    vanished: dict[int, int] = {}
+    compared: dict[int, int] = {}
+    for counts in fold_voxels:
+        for f, own in enumerate(counts):
+            others = [v for g, v in enumerate(counts) if g != f]
+            ref = float(np.median(others)) if others else 0.0
+            if ref <= 0:
+                continue
+            compared[f] = compared.get(f, 0) + 1
+            vanished[f] = vanished.get(f, 0) + int(own < vanish_share * ref)
+    return {
+        f: (vanished[f], n)
+        for f, n in sorted(compared.items())
+        if n >= min_cases and vanished[f] >= min_rate * n
+    }
+
+
 class FoldAgreement:
     """Per class, each fold's voxel count and each pair of folds' overlap, added up a
     block at a time while an ensemble predicts (no second pass, no per-fold volumes)."""
@@ -143,6 +179,10 @@ class FoldAgreement:
         if self.folds < 2:
             return {}
         return {c: fold_agreement(self.voxels[c], self.overlaps[c]) for c in sorted(self.voxels)}
+
+    def per_fold_voxels(self) -> dict[int, tuple[int, ...]]:
+        """class index -> each fold's voxel count (classes no fold predicted are absent)."""
+        return {c: tuple(self.voxels[c]) for c in sorted(self.voxels)}
 
 
 def mask_figures(

@@ -68,6 +68,8 @@ class Segmentation:
     #: output label id -> mean pairwise Dice of the ensemble's folds (streamed
     #: predictions with 2+ folds, on the model's grid; None otherwise)
     fold_agreement: dict[int, float] | None = None
+    #: output label id -> each fold's voxel count on the model's grid (same cases)
+    fold_voxels: dict[int, tuple[int, ...]] | None = None
 
     @property
     def body(self) -> np.ndarray | None:
@@ -177,6 +179,9 @@ def segment_volume(
                 seconds=time.perf_counter() - t0,
                 mode="stream",
                 fold_agreement={int(lut[c]): round(d, 5) for c, d in agreement.per_class().items()}
+                if agreement.folds > 1
+                else None,
+                fold_voxels={int(lut[c]): v for c, v in agreement.per_fold_voxels().items()}
                 if agreement.folds > 1
                 else None,
             )

@@ -163,10 +163,11 @@ class MaskTargets:
 
 def mask_qc(
     mask: np.ndarray, organ: str, cached: CachedCase, seg: Segmentation, label: int
-) -> dict[str, float | None]:
-    """The mask's own quality figures (volume, the folds' agreement, fragmentation, share
-    outside the body); the figures that compare cases (volume plausibility, an organ
-    missing from the field of view) come from job ``qc``."""
+) -> dict[str, object]:
+    """The mask's own quality figures (volume, the folds' agreement and voxel counts,
+    fragmentation, share outside the body); the figures that compare cases (volume
+    plausibility, an organ missing from the field of view, a collapsed fold) come from
+    job ``qc``."""
     agreement = seg.fold_agreement
     figures = mask_figures(
         mask.view(bool),
@@ -176,7 +177,12 @@ def mask_qc(
         reference_ml=(),
         agreement=None if agreement is None else agreement.get(label, 1.0),
     )
-    return figures.as_dict()
+    out: dict[str, object] = dict(figures.as_dict())
+    if seg.fold_voxels is not None and agreement is not None:
+        # for job qc's collapsed-fold check (a class no fold predicted: all zero)
+        n_folds = len(next(iter(seg.fold_voxels.values()), ()))
+        out["fold_voxels"] = list(seg.fold_voxels.get(label, (0,) * n_folds))
+    return out
 
 
 def predict_organ_masks(

@@ -29,13 +29,21 @@ import numpy as np
 
 from orgseg.catalog import ORGANS
 from orgseg.config import RunConfig
-from orgseg.core.qc import MaskFigures, flags, in_field_of_view, robust_z, severity
-from orgseg.errors import ConfigError, JobError
+from orgseg.core.qc import (
+    MaskFigures,
+    collapsed_folds,
+    flags,
+    in_field_of_view,
+    robust_z,
+    severity,
+)
+from orgseg.errors import JobError
 from orgseg.evaluation.tables import to_csv
 from orgseg.io import exists, read_bytes, read_volume, write_bytes
 from orgseg.io.storage import read_many
 from orgseg.pipeline.cases import Manifest, load_manifest, load_manual_masks
 from orgseg.pipeline.layout import RunLayout
+from orgseg.pipeline.review import load_review
 
 if TYPE_CHECKING:
     from orgseg.evaluation.tables import Table
@@ -61,7 +69,6 @@ QC_COLUMNS = (
     "review",
     "trusted",
 )
-REVIEW_DECISIONS = ("accept", "reject")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +84,8 @@ class MaskQC:
     severity: float
     reasons: tuple[str, ...]
     review: str | None = None
+    #: the organ's ensemble folds that predict nothing where the others find it ("": none)
+    collapsed_folds: str = ""
 
     @property
     def trusted(self) -> bool:
@@ -99,42 +108,6 @@ class MaskQC:
             "review": self.review or "",
             "trusted": int(self.trusted),
         }
-
-
-# --- the review file ----------------------------------------------------------------------
-
-
-def parse_review(text: str, *, where: str = "review") -> dict[tuple[str, str], str]:
-    """``case,organ,accept|reject`` lines (a header line and ``#`` comments allowed) ->
-    (case, organ) -> decision."""
-    out: dict[tuple[str, str], str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        cells = [c.strip() for c in line.split(",")]
-        if n == 1 and [c.lower() for c in cells[:3]] == ["case", "organ", "decision"]:
-            continue
-        if len(cells) != 3 or cells[2].lower() not in REVIEW_DECISIONS:
-            raise ConfigError(
-                f"{where}, line {n}: expected 'case,organ,accept|reject', got {line!r}"
-            )
-        if cells[1] not in ORGANS:
-            raise ConfigError(f"{where}, line {n}: unknown organ {cells[1]!r}")
-        out[(cells[0], cells[1])] = cells[2].lower()
-    return out
-
-
-def load_review(config: RunConfig) -> dict[tuple[str, str], str]:
-    url = config.pseudo_labels.review
-    if not url:
-        return {}
-    if not exists(url):
-        raise ConfigError(
-            f"pseudo_labels.review: {url!r} does not exist; give a CSV of "
-            "'case,organ,accept|reject' or remove the key"
-        )
-    return parse_review(read_bytes(url).decode(), where=url)
 
 
 # --- judging every pseudo-label ------------------------------------------------------------
@@ -190,9 +163,11 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
         )
     references = reference_volumes(config, manifest)
     by_case: dict[str, dict[str, MaskFigures]] = defaultdict(dict)
+    fold_voxels: dict[str, list[list[int]]] = defaultdict(list)
     for c, o in wanted:
         voxel_ml = float(np.prod(manifest.case(c).spacing_mm)) / 1000.0
         record = json.loads(blobs[layout.pseudo_record(c, o)])
+        fold_voxels[o].append(list((record.get("qc") or {}).get("fold_voxels") or ()))
         figures = _figures(record, voxel_ml)
         group = manifest.case(c).size_group
         # an empty mask has no volume to judge: whether the organ should be there is
@@ -203,6 +178,15 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
             else None
         )
         by_case[c][o] = MaskFigures(**{**figures.as_dict(), "volume_z": z})  # type: ignore[arg-type]
+    collapsed = {o: collapsed_folds(v) for o, v in fold_voxels.items()}
+    notes = {o: _collapse_note(folds) for o, folds in collapsed.items()}
+    for o, folds in collapsed.items():
+        for f, (k, n) in folds.items():
+            log.warning(
+                "pseudo-qc: %s's ensemble fold %d predicts (nearly) nothing in %d of %d "
+                "cases where its other folds find the organ: that fold did not learn; "
+                "retrain it (its disagreement flags %s's masks)", o, f, k, n, o,
+            )  # fmt: skip
     out = []
     for c, masks in by_case.items():
         case = manifest.case(c)
@@ -224,11 +208,24 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
                     figures=f,
                     expected=expected,
                     severity=severity(f, thresholds, expected=expected),
-                    reasons=tuple(flags(f, thresholds, expected=expected)),
+                    reasons=_with_note(flags(f, thresholds, expected=expected), notes[o]),
+                    collapsed_folds=notes[o],
                     review=review.get((c, o)),
                 )
             )
     return out
+
+
+def _collapse_note(folds: Mapping[int, tuple[int, int]]) -> str:
+    return ", ".join(f"fold {f} predicts nothing in {k}/{n} cases" for f, (k, n) in folds.items())
+
+
+def _with_note(reasons: list[str], note: str) -> tuple[str, ...]:
+    """The folds' disagreement explained when the organ's ensemble has a collapsed fold
+    (a person can then retrain that fold rather than reject its masks)."""
+    if not note:
+        return tuple(reasons)
+    return tuple(f"{r[:-1]}; {note})" if r.startswith("folds disagree (") else r for r in reasons)
 
 
 def summary_rows(results: Sequence[MaskQC]) -> list[dict[str, object]]:
@@ -248,6 +245,7 @@ def summary_rows(results: Sequence[MaskQC]) -> list[dict[str, object]]:
                 "untrusted": sum(not r.trusted for r in rs),
                 "median_volume_ml": round(float(np.median([r.figures.volume_ml for r in rs])), 1),
                 "median_fold_agreement": round(float(np.median(agreement)), 4) if agreement else "",
+                "collapsed_folds": rs[0].collapsed_folds,
             }
         )
     return rows
@@ -261,6 +259,7 @@ SUMMARY_COLUMNS = (
     "untrusted",
     "median_volume_ml",
     "median_fold_agreement",
+    "collapsed_folds",
 )
 
 
@@ -275,7 +274,8 @@ def summary_lines(results: Sequence[MaskQC]) -> list[str]:
         bad = [r for r in rs if not r.trusted]
         kinds = sorted({reason.split(" (")[0] for r in bad for reason in r.reasons})
         why = f" ({', '.join(kinds)})" if kinds else ""
-        lines.append(f"  {organ}: {len(bad)}/{len(rs)} untrusted{why}")
+        model = f"; ensemble {rs[0].collapsed_folds}: retrain it" if rs[0].collapsed_folds else ""
+        lines.append(f"  {organ}: {len(bad)}/{len(rs)} untrusted{why}{model}")
     return lines
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from orgseg.core.qc import (
+    FoldAgreement,
     MaskFigures,
     QCThresholds,
+    collapsed_folds,
     flags,
     fold_agreement,
     fragmented_share,
@@ -130,3 +132,25 @@ def test_severity_ranks_masks_and_passes_one_exactly_where_a_flag_is_raised():
     assert flags(bad, t)
     empty = figs(volume_ml=0.0, volume_z=None)
     assert severity(empty, t, expected=True) > 1.0 > severity(empty, t, expected=False)
+
+
+def test_a_fold_that_predicts_nothing_where_the_others_find_the_organ_is_collapsed():
+    # three folds; fold 2 vanishes in 1 of the 4 cases the others find the organ in
+    cases = [(900, 1000, 0), (1200, 1100, 900), (800, 850, 700), (0, 0, 0), (500, 520, 480)]
+    assert collapsed_folds(cases) == {}
+    cases[1:3] = [(1200, 1100, 30), (800, 850, 10)]  # now in 3 of 4
+    assert collapsed_folds(cases) == {2: (3, 4)}
+    # a fold that is merely smaller (20% of the others) did not collapse
+    assert collapsed_folds([(1000, 200)] * 5) == {}
+    # too few comparable cases to call it
+    assert collapsed_folds([(900, 0), (1000, 0)]) == {}
+    # two folds: the empty one is the collapsed one (the other has nothing to compare to)
+    assert collapsed_folds([(900, 0)] * 4) == {1: (4, 4)}
+    assert collapsed_folds([]) == {}
+
+
+def test_fold_agreement_keeps_each_folds_voxel_count():
+    acc = FoldAgreement()
+    acc.add([np.array([[1, 1], [0, 2]]), np.array([[1, 0], [0, 0]])])
+    acc.add([np.array([[1, 0]]), np.array([[1, 1]])])
+    assert acc.per_fold_voxels() == {1: (3, 3), 2: (1, 0)}

@@ -72,6 +72,7 @@ def test_each_ct_read_once_each_model_loaded_once(phantom_model_dir, tmp_path):
             assert record["organ"] == organ and record["folds"] == [0]
             qc = record["qc"]
             assert qc["fold_agreement"] is None  # one fold: nothing to agree with
+            assert "fold_voxels" not in qc
             assert 0.0 <= qc["fragmented_share"] < 1.0 and qc["outside_body_share"] == 0.0
             voxel_ml = float(np.prod(ct.spacing_mm)) / 1000.0
             assert qc["volume_ml"] == pytest.approx(expected.sum() * voxel_ml, rel=1e-3)
@@ -89,14 +90,17 @@ def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
     twin = SegmentationModel(phantom_model_dir, ModelOptions(folds=(0, 0)))
     seg = segment_volume(twin, ct, options)
     assert seg.fold_agreement and set(seg.fold_agreement.values()) == {1.0}  # twins agree
+    liver = twin.labels["liver"]
+    twin_voxels = seg.fold_voxels[liver]
+    assert len(twin_voxels) == 2 and twin_voxels[0] == twin_voxels[1] > 0
     # a second fold that differs: its weights perturbed
     nets = twin.predictor.fold_networks()
     with torch.no_grad():
         for p in nets[1].parameters():
             p.add_(0.3 * p.std() * torch.randn_like(p))
     seg = segment_volume(twin, ct, options)
-    liver = twin.labels["liver"]
     assert 0.0 < seg.fold_agreement[liver] < 1.0
+    assert seg.fold_voxels[liver][0] == twin_voxels[0]  # fold 0 is untouched
     # close to the Dice of the two folds' own label maps (those are on the scan's grid,
     # the agreement on the model's)
     alone = []
@@ -105,3 +109,9 @@ def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
         single.predictor._nets = [nets[k]]
         alone.append(segment_volume(single, ct, options).labels == liver)
     assert seg.fold_agreement[liver] == pytest.approx(dice(alone[0], alone[1]), abs=0.05)
+    # a fold that collapsed to background: it counts no voxel, the other keeps its own
+    with torch.no_grad():
+        nets[1].decoder.seg_layers[-1].bias[0] += 1e4
+    seg = segment_volume(twin, ct, options)
+    assert seg.fold_voxels[liver] == (twin_voxels[0], 0)
+    assert seg.fold_agreement[liver] == 0.0

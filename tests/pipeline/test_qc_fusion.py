@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from orgseg.errors import ConfigError
 from orgseg.io import read_volume, write_bytes, write_volume
 from orgseg.pipeline.cases import CaseRecord, Manifest
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.qc import parse_review, run_qc, untrusted_masks
+from orgseg.pipeline.qc import run_qc, untrusted_masks
+from orgseg.pipeline.review import parse_review
 from orgseg.pipeline.strategy2 import fused_records, ignore_id, run_fusion_shard
 
 SHAPE = (24, 32, 32)
@@ -130,6 +132,7 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
         summary = {(r["organ"], r["source"]): r for r in csv.DictReader(f)}
     assert summary[("liver", "src_a")]["flagged"] == "1"  # c5 (c3 is fine)
     assert summary[("liver", "src_a")]["masks"] == "2"
+    assert {r["collapsed_folds"] for r in summary.values()} == {""}  # no per-fold counts
     for organ in ("liver", "lungs"):
         assert Path(run.qc_file(f"sheets/{organ}.png")).read_bytes()[:4] == b"\x89PNG"
     # the report's QC section: summary.csv row for row, each organ's sheet shown
@@ -144,6 +147,35 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
     page = html_table(section)
     for organ in ("liver", "lungs"):
         assert f"src='../qc/sheets/{organ}.png'" in page
+
+
+def test_a_collapsed_fold_is_named_in_the_disagreement_it_causes(tmp_path, caplog):
+    from orgseg.pipeline.qc import assess, summary_lines
+
+    config = build_run(tmp_path)
+    layout = RunLayout.of(config)
+    for i, case_id in enumerate(CASES):  # the lungs ensemble's fold 1 found nothing
+        url = layout.pseudo_record(case_id, "lungs")
+        record = json.loads(Path(url).read_text())
+        record["qc"]["fold_voxels"] = [400 + i, 0]
+        record["qc"]["fold_agreement"] = 0.0
+        write_bytes(url, json.dumps(record).encode())
+    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.qc"):
+        run_qc(config)
+    assert "lungs's ensemble fold 1 predicts (nearly) nothing in 6 of 6" in caplog.text
+    rows = qc_rows(config)
+    for c in CASES:
+        assert rows[(c, "lungs")]["flagged"] == "1"
+        assert "folds disagree (mean pairwise Dice 0.000; fold 1 predicts nothing in 6/6 " \
+            "cases)" in rows[(c, "lungs")]["reasons"]  # fmt: skip
+    # the livers (one fold each here) are judged as before
+    assert rows[("c3", "liver")]["flagged"] == "0"
+    with open(layout.qc_file("summary.csv")) as f:
+        summary = {(r["organ"], r["source"]): r["collapsed_folds"] for r in csv.DictReader(f)}
+    assert summary[("lungs", "src_a")] == "fold 1 predicts nothing in 6/6 cases"
+    assert summary[("liver", "src_a")] == ""
+    lungs = next(line for line in summary_lines(assess(config)) if "lungs" in line)
+    assert "fold 1 predicts nothing in 6/6 cases: retrain it" in lungs
 
 
 def test_a_review_overrules_qc_and_a_rerun_of_fusion_follows_it(tmp_path):
