@@ -39,6 +39,11 @@ class QCThresholds:
     max_outside_body_share: float = 0.01
     #: a mask smaller than this (ml) is taken as empty
     min_volume_ml: float = 1.0
+    #: leave an ensemble's collapsed folds (:func:`collapsed_folds`) out of its masks'
+    #: fold agreement: a fold that learned nothing says nothing about a mask (it is
+    #: reported instead). benchmarks/pseudo_qc.py: with it, the 5 good kidney masks of a
+    #: collapsed second fold are no longer flagged (false flags 0.312 -> 0.0).
+    exclude_collapsed_folds: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +151,54 @@ def collapsed_folds(
     }
 
 
+def collapse_note(folds: Mapping[int, tuple[int, int]]) -> str:
+    """What :func:`collapsed_folds` found, in words ("" for none)."""
+    return ", ".join(f"fold {f} predicts nothing in {k}/{n} cases" for f, (k, n) in folds.items())
+
+
+def with_collapse_note(reasons: Sequence[str], note: str) -> tuple[str, ...]:
+    """The folds' disagreement explained when the organ's ensemble has a collapsed fold
+    (a person can then retrain that fold rather than reject its masks)."""
+    if not note:
+        return tuple(reasons)
+    return tuple(f"{r[:-1]}; {note})" if r.startswith("folds disagree (") else r for r in reasons)
+
+
+def agreement_without(
+    agreement: float | None,
+    fold_voxels: Sequence[int],
+    overlaps: Sequence[int] | None,
+    excluded: Iterable[int],
+) -> float | None:
+    """A mask's fold ``agreement`` with the ``excluded`` folds left out, from its folds'
+    voxel counts and each pair's ``overlaps`` ((0, 1), (0, 2), ..., (1, 2) order): None
+    when fewer than two folds are left; ``agreement`` unchanged when nothing is excluded
+    or the counts needed are not there (a record from before they were kept).
+
+    >>> agreement_without(0.0, [900, 0], [0], excluded=[1]) is None
+    True
+    >>> agreement_without(0.6, [900, 0, 900], [0, 900, 0], excluded=[1])
+    1.0
+    """
+    out = set(excluded) & set(range(len(fold_voxels)))
+    if not out:
+        return agreement
+    keep = [f for f in range(len(fold_voxels)) if f not in out]
+    if len(keep) < 2:
+        return None
+    n = len(fold_voxels)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if overlaps is None or len(overlaps) != len(pairs):
+        return agreement
+    by_pair = dict(zip(pairs, overlaps, strict=True))
+    sub = {
+        (a, b): by_pair[(keep[a], keep[b])]
+        for a in range(len(keep))
+        for b in range(a + 1, len(keep))
+    }
+    return fold_agreement([fold_voxels[f] for f in keep], sub)
+
+
 class FoldAgreement:
     """Per class, each fold's voxel count and each pair of folds' overlap, added up a
     block at a time while an ensemble predicts (no second pass, no per-fold volumes)."""
@@ -183,6 +236,12 @@ class FoldAgreement:
     def per_fold_voxels(self) -> dict[int, tuple[int, ...]]:
         """class index -> each fold's voxel count (classes no fold predicted are absent)."""
         return {c: tuple(self.voxels[c]) for c in sorted(self.voxels)}
+
+    def per_pair_overlaps(self) -> dict[int, tuple[int, ...]]:
+        """class index -> each pair of folds' overlap, in (0, 1), (0, 2), ..., (1, 2) order."""
+        n = self.folds
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        return {c: tuple(self.overlaps[c].get(p, 0) for p in pairs) for c in sorted(self.voxels)}
 
 
 def mask_figures(

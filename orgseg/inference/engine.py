@@ -70,6 +70,8 @@ class Segmentation:
     fold_agreement: dict[int, float] | None = None
     #: output label id -> each fold's voxel count on the model's grid (same cases)
     fold_voxels: dict[int, tuple[int, ...]] | None = None
+    #: output label id -> each pair of folds' overlap ((0, 1), (0, 2), ..., (1, 2) order)
+    fold_overlaps: dict[int, tuple[int, ...]] | None = None
 
     @property
     def body(self) -> np.ndarray | None:
@@ -182,6 +184,9 @@ def segment_volume(
                 if agreement.folds > 1
                 else None,
                 fold_voxels={int(lut[c]): v for c, v in agreement.per_fold_voxels().items()}
+                if agreement.folds > 1
+                else None,
+                fold_overlaps={int(lut[c]): v for c, v in agreement.per_pair_overlaps().items()}
                 if agreement.folds > 1
                 else None,
             )

@@ -182,6 +182,8 @@ def mask_qc(
         # for job qc's collapsed-fold check (a class no fold predicted: all zero)
         n_folds = len(next(iter(seg.fold_voxels.values()), ()))
         out["fold_voxels"] = list(seg.fold_voxels.get(label, (0,) * n_folds))
+        n_pairs = n_folds * (n_folds - 1) // 2
+        out["fold_overlaps"] = list((seg.fold_overlaps or {}).get(label, (0,) * n_pairs))
     return out
 
 

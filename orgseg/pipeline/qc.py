@@ -17,6 +17,7 @@ at) and ``flags.json`` (case -> organ -> reasons), which fusion reads (committed
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -31,11 +32,14 @@ from orgseg.catalog import ORGANS
 from orgseg.config import RunConfig
 from orgseg.core.qc import (
     MaskFigures,
+    agreement_without,
+    collapse_note,
     collapsed_folds,
     flags,
     in_field_of_view,
     robust_z,
     severity,
+    with_collapse_note,
 )
 from orgseg.errors import JobError
 from orgseg.evaluation.tables import to_csv
@@ -163,11 +167,12 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
         )
     references = reference_volumes(config, manifest)
     by_case: dict[str, dict[str, MaskFigures]] = defaultdict(dict)
-    fold_voxels: dict[str, list[list[int]]] = defaultdict(list)
+    counts: dict[tuple[str, str], tuple[list[int], list[int] | None]] = {}  # per-fold counts
     for c, o in wanted:
         voxel_ml = float(np.prod(manifest.case(c).spacing_mm)) / 1000.0
         record = json.loads(blobs[layout.pseudo_record(c, o)])
-        fold_voxels[o].append(list((record.get("qc") or {}).get("fold_voxels") or ()))
+        qc = record.get("qc") or {}
+        counts[(c, o)] = (list(qc.get("fold_voxels") or ()), qc.get("fold_overlaps"))
         figures = _figures(record, voxel_ml)
         group = manifest.case(c).size_group
         # an empty mask has no volume to judge: whether the organ should be there is
@@ -178,15 +183,25 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
             else None
         )
         by_case[c][o] = MaskFigures(**{**figures.as_dict(), "volume_z": z})  # type: ignore[arg-type]
-    collapsed = {o: collapsed_folds(v) for o, v in fold_voxels.items()}
-    notes = {o: _collapse_note(folds) for o, folds in collapsed.items()}
+    organs = {o for _, o in wanted}
+    collapsed = {
+        o: collapsed_folds(v for (_, x), (v, _) in counts.items() if x == o) for o in organs
+    }
+    notes = {o: collapse_note(folds) for o, folds in collapsed.items()}
+    what = "left out of" if thresholds.exclude_collapsed_folds else "counted in"
     for o, folds in collapsed.items():
         for f, (k, n) in folds.items():
             log.warning(
                 "pseudo-qc: %s's ensemble fold %d predicts (nearly) nothing in %d of %d "
                 "cases where its other folds find the organ: that fold did not learn; "
-                "retrain it (its disagreement flags %s's masks)", o, f, k, n, o,
+                "retrain it (%s its masks' fold agreement)", o, f, k, n, what,
             )  # fmt: skip
+        if folds and thresholds.exclude_collapsed_folds:
+            for c in by_case:
+                if o in by_case[c]:
+                    f0 = by_case[c][o]
+                    agreement = agreement_without(f0.fold_agreement, *counts[(c, o)], folds)
+                    by_case[c][o] = dataclasses.replace(f0, fold_agreement=agreement)
     out = []
     for c, masks in by_case.items():
         case = manifest.case(c)
@@ -208,24 +223,12 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
                     figures=f,
                     expected=expected,
                     severity=severity(f, thresholds, expected=expected),
-                    reasons=_with_note(flags(f, thresholds, expected=expected), notes[o]),
+                    reasons=with_collapse_note(flags(f, thresholds, expected=expected), notes[o]),
                     collapsed_folds=notes[o],
                     review=review.get((c, o)),
                 )
             )
     return out
-
-
-def _collapse_note(folds: Mapping[int, tuple[int, int]]) -> str:
-    return ", ".join(f"fold {f} predicts nothing in {k}/{n} cases" for f, (k, n) in folds.items())
-
-
-def _with_note(reasons: list[str], note: str) -> tuple[str, ...]:
-    """The folds' disagreement explained when the organ's ensemble has a collapsed fold
-    (a person can then retrain that fold rather than reject its masks)."""
-    if not note:
-        return tuple(reasons)
-    return tuple(f"{r[:-1]}; {note})" if r.startswith("folds disagree (") else r for r in reasons)
 
 
 def summary_rows(results: Sequence[MaskQC]) -> list[dict[str, object]]:

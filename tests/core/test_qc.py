@@ -9,6 +9,8 @@ from orgseg.core.qc import (
     FoldAgreement,
     MaskFigures,
     QCThresholds,
+    agreement_without,
+    collapse_note,
     collapsed_folds,
     flags,
     fold_agreement,
@@ -18,6 +20,7 @@ from orgseg.core.qc import (
     outside_share,
     robust_z,
     severity,
+    with_collapse_note,
 )
 
 
@@ -154,3 +157,22 @@ def test_fold_agreement_keeps_each_folds_voxel_count():
     acc.add([np.array([[1, 1], [0, 2]]), np.array([[1, 0], [0, 0]])])
     acc.add([np.array([[1, 0]]), np.array([[1, 1]])])
     assert acc.per_fold_voxels() == {1: (3, 3), 2: (1, 0)}
+
+
+def test_the_agreement_without_a_collapsed_fold_is_that_of_the_others():
+    voxels, overlaps = [100, 0, 80], [0, 60, 0]  # pairs (0, 1), (0, 2), (1, 2)
+    assert agreement_without(0.4, voxels, overlaps, excluded=[1]) == pytest.approx(120 / 180)
+    assert agreement_without(0.4, voxels, overlaps, excluded=[]) == 0.4  # nothing left out
+    assert agreement_without(0.4, voxels, None, excluded=[1]) == 0.4  # an older record
+    assert agreement_without(0.4, voxels, overlaps, excluded=[1, 2]) is None
+
+
+def test_a_collapse_note_joins_the_disagreement_reason_only():
+    note = collapse_note({1: (5, 6)})
+    assert note == "fold 1 predicts nothing in 5/6 cases"
+    reasons = ["folds disagree (mean pairwise Dice 0.000)", "fragmented (9.0% outside)"]
+    assert with_collapse_note(reasons, note) == (
+        "folds disagree (mean pairwise Dice 0.000; fold 1 predicts nothing in 5/6 cases)",
+        "fragmented (9.0% outside)",
+    )
+    assert with_collapse_note(reasons, "") == tuple(reasons)

@@ -93,6 +93,7 @@ def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
     liver = twin.labels["liver"]
     twin_voxels = seg.fold_voxels[liver]
     assert len(twin_voxels) == 2 and twin_voxels[0] == twin_voxels[1] > 0
+    assert seg.fold_overlaps[liver] == (twin_voxels[0],)  # twins overlap everywhere
     # a second fold that differs: its weights perturbed
     nets = twin.predictor.fold_networks()
     with torch.no_grad():
@@ -114,4 +115,5 @@ def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
         nets[1].decoder.seg_layers[-1].bias[0] += 1e4
     seg = segment_volume(twin, ct, options)
     assert seg.fold_voxels[liver] == (twin_voxels[0], 0)
+    assert seg.fold_overlaps[liver] == (0,)
     assert seg.fold_agreement[liver] == 0.0

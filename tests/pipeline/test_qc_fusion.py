@@ -149,27 +149,38 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
         assert f"src='../qc/sheets/{organ}.png'" in page
 
 
-def test_a_collapsed_fold_is_named_in_the_disagreement_it_causes(tmp_path, caplog):
+@pytest.mark.parametrize("exclude", [True, False])
+def test_a_collapsed_fold_is_reported_and_left_out_of_the_agreement(tmp_path, caplog, exclude):
+    import dataclasses
+
     from orgseg.pipeline.qc import assess, summary_lines
 
     config = build_run(tmp_path)
+    qc = dataclasses.replace(config.pseudo_labels.qc, exclude_collapsed_folds=exclude)
+    config = dataclasses.replace(
+        config, pseudo_labels=dataclasses.replace(config.pseudo_labels, qc=qc)
+    )
     layout = RunLayout.of(config)
     for i, case_id in enumerate(CASES):  # the lungs ensemble's fold 1 found nothing
         url = layout.pseudo_record(case_id, "lungs")
         record = json.loads(Path(url).read_text())
-        record["qc"]["fold_voxels"] = [400 + i, 0]
-        record["qc"]["fold_agreement"] = 0.0
+        record["qc"].update(fold_voxels=[400 + i, 0], fold_overlaps=[0], fold_agreement=0.0)
         write_bytes(url, json.dumps(record).encode())
     with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.qc"):
         run_qc(config)
     assert "lungs's ensemble fold 1 predicts (nearly) nothing in 6 of 6" in caplog.text
     rows = qc_rows(config)
     for c in CASES:
-        assert rows[(c, "lungs")]["flagged"] == "1"
-        assert "folds disagree (mean pairwise Dice 0.000; fold 1 predicts nothing in 6/6 " \
-            "cases)" in rows[(c, "lungs")]["reasons"]  # fmt: skip
+        lungs = rows[(c, "lungs")]
+        if exclude:  # one fold left: no agreement to judge, the other figures pass
+            assert lungs["fold_agreement"] == "" and lungs["flagged"] == "0", lungs
+        else:
+            assert lungs["flagged"] == "1"
+            assert "folds disagree (mean pairwise Dice 0.000; fold 1 predicts nothing in " \
+                "6/6 cases)" in lungs["reasons"]  # fmt: skip
     # the livers (one fold each here) are judged as before
     assert rows[("c3", "liver")]["flagged"] == "0"
+    assert "implausible volume" in rows[("c5", "liver")]["reasons"]
     with open(layout.qc_file("summary.csv")) as f:
         summary = {(r["organ"], r["source"]): r["collapsed_folds"] for r in csv.DictReader(f)}
     assert summary[("lungs", "src_a")] == "fold 1 predicts nothing in 6/6 cases"
