@@ -183,25 +183,24 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
             else None
         )
         by_case[c][o] = MaskFigures(**{**figures.as_dict(), "volume_z": z})  # type: ignore[arg-type]
-    organs = {o for _, o in wanted}
-    collapsed = {
-        o: collapsed_folds(v for (_, x), (v, _) in counts.items() if x == o) for o in organs
-    }
+    t = thresholds
+    # a collapse is judged only where the ensemble found the organ: folds that all but
+    # miss it there are the disagreement to flag, not a collapse to forgive
+    found = [k for k in counts if by_case[k[0]][k[1]].volume_ml >= t.min_volume_ml]
+    collapsed = {o: collapsed_folds(counts[k][0] for k in found if k[1] == o) for _, o in wanted}
     notes = {o: collapse_note(folds) for o, folds in collapsed.items()}
-    what = "left out of" if thresholds.exclude_collapsed_folds else "counted in"
     for o, folds in collapsed.items():
         for f, (k, n) in folds.items():
             log.warning(
-                "pseudo-qc: %s's ensemble fold %d predicts (nearly) nothing in %d of %d "
-                "cases where its other folds find the organ: that fold did not learn; "
-                "retrain it (%s its masks' fold agreement)", o, f, k, n, what,
+                "pseudo-qc: %s's ensemble fold %d predicts (nearly) nothing in %d of %d cases "
+                "whose mask holds the organ: that fold did not learn; retrain it", o, f, k, n,
             )  # fmt: skip
-        if folds and thresholds.exclude_collapsed_folds:
-            for c in by_case:
-                if o in by_case[c]:
-                    f0 = by_case[c][o]
-                    agreement = agreement_without(f0.fold_agreement, *counts[(c, o)], folds)
-                    by_case[c][o] = dataclasses.replace(f0, fold_agreement=agreement)
+        if not (folds and t.exclude_collapsed_folds):
+            continue
+        for c in (c for c in by_case if o in by_case[c]):
+            f0 = by_case[c][o]
+            agreement = agreement_without(f0.fold_agreement, *counts[(c, o)], folds)
+            by_case[c][o] = dataclasses.replace(f0, fold_agreement=agreement)
     out = []
     for c, masks in by_case.items():
         case = manifest.case(c)

@@ -112,7 +112,7 @@ def test_fold_agreement_comes_from_the_ensembles_own_folds(phantom_model_dir):
     assert seg.fold_agreement[liver] == pytest.approx(dice(alone[0], alone[1]), abs=0.05)
     # a fold that collapsed to background: it counts no voxel, the other keeps its own
     with torch.no_grad():
-        nets[1].decoder.seg_layers[-1].bias[0] += 1e4
+        nets[1].decoder.seg_layers[-1].bias[0] += 100.0
     seg = segment_volume(twin, ct, options)
     assert seg.fold_voxels[liver] == (twin_voxels[0], 0)
     assert seg.fold_overlaps[liver] == (0,)
