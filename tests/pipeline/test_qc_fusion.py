@@ -189,6 +189,24 @@ def test_a_collapsed_fold_is_reported_and_left_out_of_the_agreement(tmp_path, ca
     assert "fold 1 predicts nothing in 6/6 cases: retrain it" in lungs
 
 
+def test_folds_that_all_but_miss_the_organ_are_flagged_not_forgiven(tmp_path, caplog):
+    config = build_run(tmp_path)
+    layout = RunLayout.of(config)
+    for case_id in CASES:  # fold 0 found a few voxels, fold 1 none: the masks are empty
+        url = layout.pseudo_record(case_id, "lungs")
+        record = json.loads(Path(url).read_text())
+        record["qc"].update(
+            fold_voxels=[4, 0], fold_overlaps=[0], fold_agreement=0.0, volume_ml=0.2
+        )
+        write_bytes(url, json.dumps(record).encode())
+    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.qc"):
+        run_qc(config)
+    assert "predicts (nearly) nothing" not in caplog.text
+    rows = qc_rows(config)
+    for c in CASES:
+        assert rows[(c, "lungs")]["reasons"].startswith("folds disagree (mean pairwise Dice 0.000)")
+
+
 def test_a_review_overrules_qc_and_a_rerun_of_fusion_follows_it(tmp_path):
     review = tmp_path / "review.csv"
     review.write_text("case,organ,decision\nc2,lungs,accept\nc3,liver,reject  # leaks\n")
