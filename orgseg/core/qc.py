@@ -102,6 +102,12 @@ def robust_z(value: float, reference: Sequence[float]) -> float | None:
     return (float(value) - med) / mad
 
 
+def fold_pairs(n: int) -> list[tuple[int, int]]:
+    """The pairs of ``n`` folds in the order their overlaps are kept: (0, 1), (0, 2), ...,
+    (1, 2), ..."""
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
 def fold_agreement(fold_voxels: Sequence[int], overlaps: Mapping[tuple[int, int], int]) -> float:
     """Mean pairwise Dice of the folds' masks, from each fold's voxel count and each
     pair's overlap (``overlaps[(i, j)]``, i < j). Two empty masks agree (Dice 1)."""
@@ -188,8 +194,7 @@ def agreement_without(
     keep = [f for f in range(len(fold_voxels)) if f not in out]
     if len(keep) < 2:
         return None
-    n = len(fold_voxels)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pairs = fold_pairs(len(fold_voxels))
     if overlaps is None or len(overlaps) != len(pairs):
         return agreement
     by_pair = dict(zip(pairs, overlaps, strict=True))
@@ -241,8 +246,7 @@ class FoldAgreement:
 
     def per_pair_overlaps(self) -> dict[int, tuple[int, ...]]:
         """class index -> each pair of folds' overlap, in (0, 1), (0, 2), ..., (1, 2) order."""
-        n = self.folds
-        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        pairs = fold_pairs(self.folds)
         return {c: tuple(self.overlaps[c].get(p, 0) for p in pairs) for c in sorted(self.voxels)}
 
 

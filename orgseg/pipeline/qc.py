@@ -186,8 +186,11 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
     t = thresholds
     # a collapse is judged only where the ensemble found the organ: folds that all but
     # miss it there are the disagreement to flag, not a collapse to forgive
-    found = [k for k in counts if by_case[k[0]][k[1]].volume_ml >= t.min_volume_ml]
-    collapsed = {o: collapsed_folds(counts[k][0] for k in found if k[1] == o) for _, o in wanted}
+    found: dict[str, list[list[int]]] = {o: [] for _, o in wanted}  # one pass, per organ
+    for (c, o), (voxels, _) in counts.items():
+        if by_case[c][o].volume_ml >= t.min_volume_ml:
+            found[o].append(voxels)
+    collapsed = {o: collapsed_folds(v) for o, v in found.items()}
     notes = {o: collapse_note(folds) for o, folds in collapsed.items()}
     for o, folds in collapsed.items():
         for f, (k, n) in folds.items():
