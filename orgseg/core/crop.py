@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
+
+if TYPE_CHECKING:
+    from orgseg.core.body import PackedMask
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,10 @@ class CropBox:
 
 
 def bounding_box(
-    mask: np.ndarray, *, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), margin_mm: float = 0.0
+    mask: np.ndarray | PackedMask,
+    *,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    margin_mm: float = 0.0,
 ) -> CropBox:
     """The smallest box holding every True voxel, grown by ``margin_mm`` and clipped.
 
@@ -50,12 +57,15 @@ def bounding_box(
     if mask.ndim != 3:
         raise DataContractError(f"expected a 3D mask, got shape {mask.shape}")
     shape = tuple(int(s) for s in mask.shape)
-    if not mask.any():
+    if hasattr(mask, "axis_flags"):  # a PackedMask: from its bits
+        flags = mask.axis_flags()
+    else:
+        flags = tuple(mask.any(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3))
+    if not flags[0].any():
         return CropBox((0, 0, 0), shape, shape)  # type: ignore[arg-type]
     start, stop = [], []
     for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
+        present = np.flatnonzero(flags[axis])
         pad = int(np.ceil(margin_mm / spacing_mm[axis] - 1e-9)) if margin_mm > 0 else 0
         start.append(max(0, int(present[0]) - pad))
         stop.append(min(shape[axis], int(present[-1]) + 1 + pad))

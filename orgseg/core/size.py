@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from orgseg.errors import DataContractError
+
+if TYPE_CHECKING:
+    from orgseg.core.body import PackedMask
 
 SizeGroup = Literal["adult", "paediatric"]
 
@@ -39,9 +42,10 @@ class PatientSize:
 
 
 def water_equivalent_diameter(
-    ct_hu: np.ndarray, body: np.ndarray, *, spacing_mm: Sequence[float]
+    ct_hu: np.ndarray, body: np.ndarray | PackedMask, *, spacing_mm: Sequence[float]
 ) -> np.ndarray:
-    """WED per axial slice in mm (nan for slices without body).
+    """WED per axial slice in mm (nan for slices without body). ``ct_hu`` and ``body``
+    are read a slab of rows at a time (``body`` may be held as bits).
 
     >>> import numpy as np
     >>> ct = np.zeros((1, 100, 100)); body = np.zeros(ct.shape, bool)
@@ -55,23 +59,30 @@ def water_equivalent_diameter(
         )
     pixel_area = float(spacing_mm[1]) * float(spacing_mm[2])
     area = np.empty(ct_hu.shape[0], dtype=np.float64)
+    has_body = np.empty(ct_hu.shape[0], dtype=bool)
     for a in range(0, ct_hu.shape[0], _SLAB_ROWS):  # a slab at a time: no full-size floats
-        rel = ct_hu[a : a + _SLAB_ROWS].astype(np.float32)
+        inside = np.asarray(body[a : a + _SLAB_ROWS])
+        rel = np.asarray(ct_hu[a : a + _SLAB_ROWS]).astype(np.float32)
         np.divide(rel, 1000.0, out=rel)
         rel += 1.0
         np.maximum(rel, 0.0, out=rel)
-        rel *= body[a : a + _SLAB_ROWS]
+        rel *= inside
         area[a : a + _SLAB_ROWS] = rel.sum(axis=(1, 2), dtype=np.float64)
+        has_body[a : a + _SLAB_ROWS] = inside.any(axis=(1, 2))
     area *= pixel_area
     wed = 2.0 * np.sqrt(area / np.pi)
-    wed[~body.any(axis=(1, 2))] = np.nan
+    wed[~has_body] = np.nan
     return wed
 
 
-def effective_diameter(body: np.ndarray, *, spacing_mm: Sequence[float]) -> np.ndarray:
+def effective_diameter(body: np.ndarray | PackedMask, *, spacing_mm: Sequence[float]) -> np.ndarray:
     """sqrt(AP x LAT) per axial slice in mm (nan for slices without body)."""
-    ap_rows = np.asarray(body.any(axis=2))  # (Z, Y)
-    lat_cols = np.asarray(body.any(axis=1))  # (Z, X)
+    ap_rows = np.empty(body.shape[:2], dtype=bool)  # (Z, Y)
+    lat_cols = np.empty((body.shape[0], body.shape[2]), dtype=bool)  # (Z, X)
+    for a in range(0, body.shape[0], _SLAB_ROWS):
+        inside = np.asarray(body[a : a + _SLAB_ROWS])
+        ap_rows[a : a + _SLAB_ROWS] = inside.any(axis=2)
+        lat_cols[a : a + _SLAB_ROWS] = inside.any(axis=1)
 
     def extent(rows: np.ndarray, step: float) -> np.ndarray:
         n = rows.shape[1]
@@ -86,7 +97,7 @@ def effective_diameter(body: np.ndarray, *, spacing_mm: Sequence[float]) -> np.n
 
 def patient_size(
     ct_hu: np.ndarray,
-    body: np.ndarray,
+    body: np.ndarray | PackedMask,
     *,
     spacing_mm: Sequence[float],
     paediatric_max_ed_mm: float = PAEDIATRIC_MAX_ED_MM,

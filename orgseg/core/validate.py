@@ -14,6 +14,8 @@ TISSUE_HU = -300.0
 MIN_TISSUE_ML = 50.0
 #: ... or, in a field of view under 5 litres (a crop, a test volume), this share of it
 MIN_TISSUE_FRACTION = 0.01
+#: axial slices checked at a time (a scan may be read a slab at a time, see ScanRows)
+_SLAB_ROWS = 32
 
 
 def check_geometry(volume: Volume, *, name: str = "image") -> None:
@@ -41,14 +43,22 @@ def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -
     """
     check_geometry(volume, name=name)
     arr = volume.array
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
+    bad, lo, hi, tissue = 0, np.inf, -np.inf, 0
+    floating = np.issubdtype(arr.dtype, np.floating)
+    for a in range(0, arr.shape[0], _SLAB_ROWS):  # a slab at a time: no full-size temporaries
+        slab = np.asarray(arr[a : a + _SLAB_ROWS])
+        if floating:
+            finite = np.isfinite(slab)
+            if not finite.all():
+                bad += int(np.count_nonzero(~finite))
+                continue
+        lo, hi = min(lo, float(slab.min())), max(hi, float(slab.max()))
+        tissue += int(np.count_nonzero(slab > TISSUE_HU))
+    if bad:
         raise DataContractError(
             f"{name}: expected finite intensities, found {bad} NaN/inf voxel(s); "
             "the image is corrupt or was saved from a failed computation"
         )
-    lo = float(arr.min())
-    hi = float(arr.max())
     if require_air and lo > AIR_HU:
         raise DataContractError(
             f"{name}: expected a CT in Hounsfield units with air (< {AIR_HU:.0f} HU) around "
@@ -61,7 +71,7 @@ def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -
             f"{name}: intensities {lo:.0f}..{hi:.0f} are outside any CT range; "
             "expected Hounsfield units"
         )
-    check_has_patient(volume, name=name)
+    _check_tissue(tissue, volume, name=name)
 
 
 def check_has_patient(volume: Volume, *, name: str = "image") -> None:
@@ -78,7 +88,15 @@ def check_has_patient(volume: Volume, *, name: str = "image") -> None:
     orgseg.errors.DataContractError: image: no patient found: 0.0 ml of the scan is denser \
 than -300 HU (expected at least 1.0 ml of tissue); the scan is empty air or not a CT of a patient
     """
-    tissue_ml = float(np.count_nonzero(volume.array > TISSUE_HU)) * volume.voxel_volume_ml
+    tissue = sum(
+        int(np.count_nonzero(np.asarray(volume.array[a : a + _SLAB_ROWS]) > TISSUE_HU))
+        for a in range(0, volume.shape[0], _SLAB_ROWS)
+    )
+    _check_tissue(tissue, volume, name=name)
+
+
+def _check_tissue(tissue_voxels: int, volume: Volume, *, name: str) -> None:
+    tissue_ml = tissue_voxels * volume.voxel_volume_ml
     needed_ml = min(MIN_TISSUE_ML, MIN_TISSUE_FRACTION * volume.array.size * volume.voxel_volume_ml)
     if tissue_ml < needed_ml or tissue_ml == 0:
         raise DataContractError(

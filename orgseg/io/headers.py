@@ -18,6 +18,7 @@ import numpy as np
 from orgseg.core.volume import Grid
 from orgseg.errors import DataContractError
 from orgseg.io.nifti import check_claimed_size, nifti_geometry
+from orgseg.io.nifti_header import NIFTI2_BYTES, decode_header
 from orgseg.io.storage import filesystem, local_copy, read_head, split_suffix
 from orgseg.io.volumes import checked_itk_info, first_error_line
 
@@ -35,27 +36,6 @@ class ImageHeader:
     grid: Grid
     dtype: str
     file_bytes: int
-
-
-def _nifti_header(raw: bytes, url: str):  # noqa: ANN202
-    import nibabel as nib
-
-    if len(raw) < 348:
-        raise DataContractError(
-            f"{url}: {len(raw)} bytes cannot hold a NIfTI header (348 bytes); the file is "
-            "truncated: re-download it"
-        )
-    sizeof = int.from_bytes(raw[:4], "little")
-    if sizeof not in (348, 540):
-        sizeof = int.from_bytes(raw[:4], "big")
-    klass = nib.Nifti2Header if sizeof == 540 else nib.Nifti1Header
-    try:
-        return klass.from_fileobj(io.BytesIO(raw), check=False)
-    except Exception as exc:  # nibabel raises many types for a damaged header
-        raise DataContractError(
-            f"{url}: cannot read the NIfTI header ({type(exc).__name__}: {exc}); the file is "
-            "truncated, corrupt or not NIfTI: re-download or re-export it"
-        ) from None
 
 
 def _read_head(url: str, n: int) -> tuple[bytes, int]:
@@ -77,24 +57,23 @@ def read_header(url: str) -> ImageHeader:
         head, size = _read_head(url, HEADER_BLOCK_BYTES)
         if suffix == ".nii.gz":
             try:
-                raw = gzip.GzipFile(fileobj=io.BytesIO(head)).read(540)
+                raw = gzip.GzipFile(fileobj=io.BytesIO(head)).read(NIFTI2_BYTES)
             except (OSError, EOFError) as exc:
                 raise DataContractError(
                     f"{url}: not a readable gzip file ({exc}); the file is truncated or "
                     "corrupt: re-download it"
                 ) from None
         else:
-            raw = head[:540]
-        header = _nifti_header(raw, url)
-        ndim = int(header["dim"][0])
-        dims = [int(d) for d in header["dim"][1 : ndim + 1]]
+            raw = head[:NIFTI2_BYTES]
+        header = decode_header(raw, url)
+        dims = list(header.dims)
         check_claimed_size(
             url,
             dims=dims,
-            bytes_per_voxel=max(int(header["bitpix"]), 8) / 8,
+            bytes_per_voxel=header.dtype.itemsize,
             file_bytes=size,
             compressed=suffix == ".nii.gz",
-            data_offset=int(header["vox_offset"]),
+            data_offset=header.vox_offset,
         )
         while len(dims) > 3 and dims[-1] == 1:
             dims.pop()
@@ -102,16 +81,14 @@ def read_header(url: str) -> ImageHeader:
             raise DataContractError(
                 f"{url}: expected a 3D image, the header says {len(dims)}D ({dims})"
             )
-        spacing, origin, direction = nifti_geometry(
-            np.asarray(header.get_best_affine(), float), url
-        )
+        spacing, origin, direction = nifti_geometry(header.affine, url)
         grid = Grid(
             shape=(dims[2], dims[1], dims[0]),
             spacing_mm=spacing,
             origin_mm=origin,
             direction=direction,
         )
-        return ImageHeader(url=url, grid=grid, dtype=str(header.get_data_dtype()), file_bytes=size)
+        return ImageHeader(url=url, grid=grid, dtype=str(header.dtype), file_bytes=size)
     return _itk_header(url)
 
 

@@ -1,23 +1,26 @@
 """NIfTI reading: the header checked before anything is allocated, the voxels read once.
 
 ITK silently zero-fills truncated gzip files, turns NaN into 0 and replaces a zero pixdim
-by 1 mm, so NIfTI is not read through ITK. nibabel parses the header (and the affine); the
-voxels are decompressed once, with ISA-L's gzip (``isal``, several times zlib's speed)
-where installed, straight into one buffer that the array is a view of: NIfTI's x-fastest
-order is already orgseg's (z, y, x) C order, so nothing is transposed or copied.
+by 1 mm, so NIfTI is not read through ITK. :mod:`orgseg.io.nifti_header` decodes the
+header and its affine (nibabel, whose import alone costs a quarter of a second, is the
+reference its tests hold it to); the voxels are decompressed once, with ISA-L's gzip
+(``isal``, several times zlib's speed) where installed, straight into one buffer that the
+array is a view of: NIfTI's x-fastest order is already orgseg's (z, y, x) C order, so
+nothing is transposed or copied.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO
 
 import numpy as np
 
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
+from orgseg.io.nifti_header import NIFTI2_BYTES, NiftiHeader, decode_header, encode_header
 
 try:  # ISA-L's gzip: same format, a few times faster to decompress
     from isal import igzip as _fast_gzip
@@ -71,29 +74,27 @@ def check_claimed_size(
         )
 
 
-def read_nifti_header(path: str, url: str):  # noqa: ANN201 - nibabel's Nifti1Header
+def read_nifti_header(path: str, url: str) -> NiftiHeader:
     """The header as stored, after the claimed-size and pixdim checks."""
-    import nibabel as nib
-
     try:
         with open_maybe_gzip(path) as fh:
-            # check=False: read pixdim as stored (nibabel's checks would "fix" it silently)
-            header = nib.Nifti1Header.from_fileobj(fh, check=False)
-    except Exception as exc:  # nibabel raises many types for a damaged header
+            raw = fh.read(NIFTI2_BYTES)
+    except Exception as exc:  # gzip/zlib/isal raise several types for damaged streams
         raise DataContractError(
             f"{url}: cannot read the NIfTI header ({type(exc).__name__}: {exc}); the file is "
             "truncated, corrupt or not NIfTI: re-download or re-export it"
         ) from None
+    header = decode_header(raw, url)
     check_claimed_size(
         url,
-        dims=[int(d) for d in header["dim"][1 : int(header["dim"][0]) + 1]],
-        bytes_per_voxel=max(int(header["bitpix"]), 8) / 8,
+        dims=header.dims,
+        bytes_per_voxel=header.dtype.itemsize,
         file_bytes=os.path.getsize(path),
         compressed=path.lower().endswith(".gz"),
-        data_offset=int(header["vox_offset"]),
+        data_offset=header.vox_offset,
     )
-    pixdim = [float(v) for v in header["pixdim"][1:4]]
-    ndim = int(header["dim"][0])
+    pixdim = list(header.pixdim)
+    ndim = len(header.dims)
     if ndim >= 3 and any(not (v > 0) for v in pixdim[: min(ndim, 3)]):
         raise DataContractError(
             f"{url}: expected positive voxel spacing, the NIfTI header says pixdim "
@@ -102,9 +103,10 @@ def read_nifti_header(path: str, url: str):  # noqa: ANN201 - nibabel's Nifti1He
     return header
 
 
-def _payload(path: str, url: str, n_bytes: int) -> bytearray:
-    """The file's first ``n_bytes`` (decompressed), read once into one buffer."""
-    buf = bytearray(n_bytes)
+def _payload(path: str, url: str, n_bytes: int) -> np.ndarray:
+    """The file's first ``n_bytes`` (decompressed), read once into one buffer (not
+    zero-filled first: every byte is written by the read or the file is refused)."""
+    buf = np.empty(n_bytes, dtype=np.uint8)
     view = memoryview(buf)
     got = 0
     try:
@@ -130,17 +132,14 @@ def _payload(path: str, url: str, n_bytes: int) -> bytearray:
 def read_nifti(path: str, url: str) -> Volume:
     """A local NIfTI file as a :class:`Volume` (the file's own axis order and geometry)."""
     header = read_nifti_header(path, url)
-    ndim = int(header["dim"][0])
-    dims = [int(d) for d in header["dim"][1 : ndim + 1]]
-    dtype = header.get_data_dtype()
-    offset = int(header["vox_offset"])
+    dims = list(header.dims)
     count = int(np.prod(dims, dtype=np.int64))
-    buf = _payload(path, url, offset + count * dtype.itemsize)
+    buf = _payload(path, url, header.vox_offset + count * header.dtype.itemsize)
     # x fastest on disk: the C-order array of the reversed dims is (..., z, y, x)
-    data = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(dims[::-1])
-    slope, inter = header.get_slope_inter()
-    if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
-        data = data.astype(np.float32) * np.float32(slope) + np.float32(inter or 0.0)
+    data = np.frombuffer(buf, dtype=header.dtype, count=count, offset=header.vox_offset)
+    data = data.reshape(dims[::-1])
+    if header.slope is not None and (header.slope != 1.0 or header.inter != 0.0):
+        data = data.astype(np.float32) * np.float32(header.slope) + np.float32(header.inter)
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:
@@ -154,7 +153,7 @@ def read_nifti(path: str, url: str) -> Volume:
             f"{url}: expected a 3D volume, got a single slice (shape {tuple(dims)}); "
             "a 2D image cannot be segmented in 3D"
         )
-    spacing, origin, direction = nifti_geometry(np.asarray(header.get_best_affine()), url)
+    spacing, origin, direction = nifti_geometry(header.affine, url)
     return Volume(data, spacing_mm=spacing, origin_mm=origin, direction=direction)
 
 
@@ -179,39 +178,74 @@ def nifti_geometry(
     )
 
 
-def write_nifti(volume: Volume, path: str, *, compress: bool) -> None:
-    """Write ``volume`` as a NIfTI-1 file at the local ``path`` (gzip at level 1 when
-    ``compress``: a label mask compresses nearly as well as at level 6, several times
-    faster). The geometry is the inverse of :func:`nifti_geometry`, in both the qform
-    and the sform; bool is written as uint8 and float64 as float32."""
-    import nibabel as nib
-
-    array = np.asarray(volume.array)
-    if array.dtype == np.bool_:
-        array = array.view(np.uint8)
-    elif array.dtype == np.float64:
-        array = array.astype(np.float32)
-    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+def nifti_affine(
+    spacing_mm: Sequence[float], origin_mm: Sequence[float], direction: np.ndarray
+) -> np.ndarray:
+    """The NIfTI affine (voxel i, j, k to RAS) of a (z, y, x) grid: the inverse of
+    :func:`nifti_geometry`."""
     ras_to_lps = np.array([-1.0, -1.0, 1.0])
     affine = np.eye(4)
     for c in range(3):  # file axis c (i, j, k) is array axis 2 - c
-        affine[:3, c] = volume.direction[2 - c] * volume.spacing_mm[2 - c] * ras_to_lps
-    affine[:3, 3] = np.asarray(volume.origin_mm, dtype=float) * ras_to_lps
-    header = nib.Nifti1Header()
-    header.set_data_dtype(array.dtype)
-    header.set_data_shape(array.shape[::-1])
-    header.set_qform(affine, code=1)
-    header.set_sform(affine, code=1)
-    header.set_xyzt_units("mm", "sec")
-    header["vox_offset"] = 352
-    head = header.binaryblock + b"\0\0\0\0"  # no extensions
-    data = memoryview(np.ascontiguousarray(array)).cast("B")
-    if not compress:
-        with open(path, "wb") as f:
-            f.write(head)
-            f.write(data)
-        return
-    gz = _fast_gzip if _fast_gzip is not None else gzip
-    with gz.open(path, "wb", compresslevel=1) as f:
+        affine[:3, c] = np.asarray(direction)[2 - c] * spacing_mm[2 - c] * ras_to_lps
+    affine[:3, 3] = np.asarray(origin_mm, dtype=float) * ras_to_lps
+    return affine
+
+
+def file_dtype(dtype: np.dtype) -> np.dtype:
+    """The voxel type an array of ``dtype`` is written as: bool as uint8, float64 as
+    float32, in native byte order."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype == np.float64:
+        return np.dtype(np.float32)
+    return dtype.newbyteorder("=")
+
+
+def write_nifti(volume: Volume, path: str, *, compress: bool) -> None:
+    """Write ``volume`` as a NIfTI-1 file at the local ``path`` (see
+    :func:`write_nifti_slabs`)."""
+    array = np.asarray(volume.array)
+    write_nifti_slabs(
+        path,
+        [array],
+        dims=array.shape[::-1],
+        dtype=array.dtype,
+        affine=nifti_affine(volume.spacing_mm, volume.origin_mm, volume.direction),
+        compress=compress,
+    )
+
+
+def write_nifti_slabs(
+    path: str,
+    slabs: Iterable[np.ndarray],
+    *,
+    dims: Sequence[int],
+    dtype: np.dtype,
+    affine: np.ndarray,
+    compress: bool,
+) -> None:
+    """Write a NIfTI-1 file at the local ``path`` from ``slabs``, consecutive blocks of the
+    file's slowest axis (each a C-order ``(n, j, i)`` array), so a volume is written
+    without a whole-size copy. gzip at level 1 when ``compress``: a label mask compresses
+    nearly as well as at level 6, several times faster. The affine goes into both the
+    qform and the sform; bool is written as uint8 and float64 as float32."""
+    out_dtype = file_dtype(dtype)
+    head = encode_header(out_dtype, dims, affine)  # no extensions
+    expected = int(np.prod(dims, dtype=np.int64)) * out_dtype.itemsize
+    opener = (_fast_gzip or gzip).open if compress else open
+    written = 0
+    with opener(path, "wb", **({"compresslevel": 1} if compress else {})) as f:
         f.write(head)
-        f.write(data)
+        for slab in slabs:
+            slab = np.asarray(slab)
+            if slab.dtype == np.bool_:
+                slab = slab.view(np.uint8)
+            data = np.ascontiguousarray(slab, dtype=out_dtype)
+            f.write(memoryview(data).cast("B"))
+            written += data.nbytes
+    if written != expected:
+        raise DataContractError(
+            f"{path}: wrote {written:,} bytes of voxels, expected {expected:,} for a grid of "
+            f"{tuple(dims)}; the slabs do not cover the volume (a bug: please report it)"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,13 +13,21 @@ from orgseg.core.orientation import Reorientation, from_canonical, to_canonical
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
-from orgseg.io.nifti import check_claimed_size, read_nifti, write_nifti
+from orgseg.io.nifti import (
+    check_claimed_size,
+    nifti_affine,
+    read_nifti,
+    write_nifti,
+    write_nifti_slabs,
+)
 from orgseg.io.storage import atomic_local_path, filesystem, local_copy, split_suffix
 
 # SimpleITK (96 MB of RSS on import) is imported inside the functions that need it: a
 # process that only reads and writes NIfTI never loads it
 if TYPE_CHECKING:
     import SimpleITK as sitk
+
+    from orgseg.core.body import PackedMask
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +257,53 @@ def load_ct(
     return to_canonical(volume)
 
 
-def save_like(array: np.ndarray, reorientation: Reorientation, url: str) -> None:
-    """Write a canonical-frame array in the original file's geometry."""
-    write_volume(from_canonical(array, reorientation), url)
+def save_like(array: np.ndarray | PackedMask, reorientation: Reorientation, url: str) -> None:
+    """Write a canonical-frame array in the original file's geometry.
+
+    ``array`` may be anything read a slab of rows at a time (a bool array, a
+    :class:`PackedMask`): to NIfTI, when the file's slowest axis is the canonical z axis
+    (an axial series), it is written slab by slab in the file's axis order, with no
+    whole-size reoriented copy; otherwise it is reoriented whole, then written."""
+    _, suffix = split_suffix(url)
+    expected = tuple(reorientation.shape[p] for p in reorientation.perm)
+    if suffix.lower() not in (".nii", ".nii.gz") or reorientation.perm[0] != 0:
+        write_volume(from_canonical(np.asarray(array), reorientation), url)
+        return
+    if tuple(array.shape) != expected:
+        raise DataContractError(
+            f"expected a canonical array of shape {expected}, got {tuple(array.shape)}; "
+            "pass an array on the grid returned by to_canonical"
+        )
+    affine = nifti_affine(
+        reorientation.spacing_mm, reorientation.origin_mm, reorientation.direction
+    )
+    with atomic_local_path(url) as tmp:
+        write_nifti_slabs(
+            tmp,
+            _file_slabs(array, reorientation),
+            dims=reorientation.shape[::-1],
+            dtype=array.dtype,
+            affine=affine,
+            compress=suffix.lower() == ".nii.gz",
+        )
+    log.debug("wrote %s", url)
+
+
+def _file_slabs(
+    array: np.ndarray | PackedMask, reorientation: Reorientation, rows: int = 16
+) -> Iterator[np.ndarray]:
+    """The file's slices, in its order, from canonical rows (``perm[0] == 0``)."""
+    n = reorientation.shape[0]
+    inverse = tuple(int(i) for i in np.argsort(reorientation.perm))
+    flip_rows, flip_y, flip_x = reorientation.flips
+    for k in range(0, n, rows):
+        m = min(rows, n - k)
+        a = n - k - m if flip_rows else k  # canonical rows of file slices k .. k + m
+        slab = np.asarray(array[a : a + m])
+        if flip_rows:
+            slab = slab[::-1]
+        if flip_y:
+            slab = slab[:, ::-1]
+        if flip_x:
+            slab = slab[:, :, ::-1]
+        yield np.transpose(slab, inverse)

@@ -7,9 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from orgseg.core.body import body_mask
+from orgseg.core.body import PackedMask, body_mask
 from orgseg.core.crop import bounding_box, crop_volume
 from orgseg.core.size import patient_size
 from orgseg.io import load_ct, save_like, write_volume
@@ -43,13 +41,15 @@ def run_body_mask(
     """Compute the body mask of a CT and write it in the CT's own geometry."""
     t0 = time.perf_counter()
     ct, reorientation = load_ct(ct_url, series_uid=series_uid)
-    mask = np.asarray(body_mask(ct.array, spacing_mm=ct.spacing_mm))
-    save_like(mask.view(np.uint8), reorientation, mask_url)  # a view: no copy
+    # held as bits and written a slab at a time: no full-size bool mask or reoriented copy
+    mask = body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)
+    assert isinstance(mask, PackedMask)
+    save_like(mask, reorientation, mask_url)
     box = bounding_box(mask, spacing_mm=ct.spacing_mm, margin_mm=margin_mm)
     if crop_url is not None:
         write_volume(crop_volume(ct, box), crop_url)
     size = patient_size(ct.array, mask, spacing_mm=ct.spacing_mm)
-    voxels = int(np.count_nonzero(mask))
+    voxels = mask.count()
     result = BodyMaskResult(
         voxels=voxels,
         volume_ml=voxels * ct.voxel_volume_ml,

@@ -117,3 +117,27 @@ def test_packed_body_mask_is_the_same_mask():
     assert isinstance(packed, PackedMask) and packed.shape == full.shape
     assert full.any() and np.array_equal(packed.unpack(), full)
     assert np.array_equal(packed.rows(7, 19), full[7:19])
+
+
+def test_a_packed_mask_answers_count_box_and_size_as_the_bool_mask_does():
+    from orgseg.core.body import PackedMask
+    from orgseg.core.crop import bounding_box
+    from orgseg.core.size import patient_size
+    from orgseg.phantoms import make_phantom
+
+    p = make_phantom(shape=(40, 64, 61), spacing_mm=(5.0, 5.0, 5.0), seed=3)
+    full = body_mask(p.ct_hu, spacing_mm=p.spacing_mm)
+    full[:, :, 60] = False
+    full[3:5, 10:12, 59] = True  # a voxel in the last, partial byte of each row's bits
+    packed = PackedMask.pack(full)
+    assert packed.count() == int(full.sum())
+    assert np.array_equal(packed[5:17], full[5:17]) and np.array_equal(np.asarray(packed), full)
+    box, box_packed = (
+        bounding_box(m, spacing_mm=p.spacing_mm, margin_mm=10.0) for m in (full, packed)
+    )
+    assert box == box_packed and box.stop[2] == 61  # x reaches 59 + the 2-voxel margin
+    size, size_packed = (patient_size(p.ct_hu, m, spacing_mm=p.spacing_mm) for m in (full, packed))
+    np.testing.assert_array_equal(size.wed_mm, size_packed.wed_mm)
+    np.testing.assert_array_equal(size.effective_diameter_mm, size_packed.effective_diameter_mm)
+    with pytest.raises(TypeError, match="slice of rows"):
+        packed[3]

@@ -239,3 +239,35 @@ def test_nifti_writer_geometry_is_what_itk_writes(tmp_path, dtype):
         back.array, array.astype(np.uint8) if dtype is np.bool_ else array
     )
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [
+        np.eye(3),  # z, y, x already canonical
+        np.diag([-1.0, -1.0, 1.0]),  # slices stored head first: rows written in reverse
+        np.diag([1.0, -1.0, -1.0]),  # in-plane flips only
+        np.array([[0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0]]),  # sagittal slices: written whole
+    ],
+)
+@pytest.mark.parametrize("packed", [False, True])
+def test_save_like_writes_a_canonical_mask_back_in_the_files_geometry(tmp_path, direction, packed):
+    from orgseg.core.body import PackedMask
+    from orgseg.core.orientation import to_canonical
+
+    rng = np.random.default_rng(5)
+    original = Volume(
+        rng.random((19, 7, 11)) < 0.4,
+        spacing_mm=(2.5, 0.9, 0.8),
+        origin_mm=(10.0, -20.0, 30.0),
+        direction=direction,
+    )
+    canonical, reorientation = to_canonical(original)
+    mask = PackedMask.pack(canonical.array) if packed else canonical.array
+    url = str(tmp_path / "mask.nii.gz")
+    save_like(mask, reorientation, url)
+    back = read_volume(url)
+    np.testing.assert_array_equal(back.array, original.array.astype(np.uint8))
+    assert back.spacing_mm == pytest.approx(original.spacing_mm)
+    assert back.origin_mm == pytest.approx(original.origin_mm)
+    np.testing.assert_allclose(back.direction, original.direction, atol=1e-6)
