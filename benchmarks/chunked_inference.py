@@ -12,12 +12,15 @@ Each prediction runs in its own child process (peak RSS is its own):
 * (a) stock: nnU-Net's ``nnUNetPredictor`` on the whole scan (its own export path);
 * (b) orgseg: the engine with its defaults (``--mode stream``: nnU-Net's whole-scan
   sliding window walked one tile row at a time, tiles that cannot reach the body skipped,
-  outside the body background); ``--mode blend`` measures the chunk-and-blend path
-  (chunks of ``--chunk-mm`` overlapping ``--overlap-mm``) instead.
+  outside the body background), the scan read as ``orgseg segment`` reads it
+  (:func:`orgseg.io.ct_rows`: decompressed once to local disk, read a slab of rows at a
+  time); ``--mode blend`` measures the chunk-and-blend path (chunks of ``--chunk-mm``
+  overlapping ``--overlap-mm``) instead.
 
-Seconds are the prediction alone (reading the file and loading the model excluded, the
-same for both); peak RSS is the whole process. Dice(a, b) per organ present, and the
-number of voxels inside the body contour where (a) and (b) differ.
+Seconds are the prediction alone (reading the file and loading the model excluded; the
+slab reads of (b) are inside its prediction); peak RSS is the whole process. Dice(a, b)
+per organ present, and the number of voxels inside the body contour where (a) and (b)
+differ.
 
 Targets (issue #4): RSS(b)/RSS(a) <= 0.35 at N=600; RSS(b,600)/RSS(b,300) <= 1.2;
 time(b)/time(a) <= 1.10; Dice(a, b) >= 0.999 for every organ. ``min_dice`` is taken with
@@ -87,18 +90,20 @@ def run_child(method: str, scan: str, model_dir: str, out: str, options: dict, q
     logging.basicConfig(level=logging.WARNING)
     from orgseg.inference.engine import EngineOptions, segment_volume
     from orgseg.inference.model import SegmentationModel
-    from orgseg.io import load_ct
+    from orgseg.io import ct_rows, load_ct
 
-    ct, _ = load_ct(scan)
     model = SegmentationModel(model_dir)
-    t0 = time.perf_counter()
-    if method == "stock":
+    if method == "stock":  # nnU-Net holds the whole scan
+        ct, _ = load_ct(scan)
+        t0 = time.perf_counter()
         labels = model.lut[model.predictor.predict(np.asarray(ct.array), ct.spacing_mm)]
         chunks = 1
         seconds, peak = time.perf_counter() - t0, rss_mb()
-    else:
-        seg = segment_volume(model, ct, EngineOptions(**options))
-        seconds, peak = time.perf_counter() - t0, rss_mb()
+    else:  # as ``orgseg segment`` reads it: the scan on local disk, a slab of rows at a time
+        with ct_rows(scan) as (ct, _):
+            t0 = time.perf_counter()
+            seg = segment_volume(model, ct, EngineOptions(**options))
+            seconds, peak = time.perf_counter() - t0, rss_mb()
         labels, chunks = seg.labels, seg.describe()
         if seg.body_bits is not None:  # after the measurement: unpacking costs a bool array
             np.save(out.replace(".npy", "_body.npy"), seg.body)

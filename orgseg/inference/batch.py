@@ -11,12 +11,13 @@ import posixpath
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from orgseg.errors import DataContractError, OrgsegError
 from orgseg.inference.engine import EngineOptions, Progress, Segmentation, segment_volume
 from orgseg.inference.outputs import OutputOptions, write_case_outputs
-from orgseg.io import join_url, load_ct
+from orgseg.io import ct_rows, join_url
 from orgseg.io.storage import is_dir, list_files, split_suffix
 from orgseg.io.volumes import IMAGE_SUFFIXES, looks_like_dicom
 
@@ -99,20 +100,25 @@ def segment_one(
     loaded: tuple | None = None,
 ) -> Segmentation:
     """Read, segment and write one case's outputs under ``case_url`` (all or none).
-    ``loaded``: what :func:`load_ct` already returned for ``url`` (read ahead)."""
-    ct, reorientation = loaded if loaded is not None else load_ct(url, series_uid=series_uid)
-    seg = segment_volume(model, ct, engine, progress=progress)
-    write_case_outputs(
-        case_url,
-        labels=seg.labels,
-        ct=ct,
-        reorientation=reorientation,
-        body=seg.body_bits,
-        label_ids=model.labels,
-        options=outputs,
-        dicom_url=url if is_dicom else None,
-        case_id=case_id,
-    )
+    ``loaded``: what :func:`load_ct` already returned for ``url`` (read ahead); else the
+    scan is read with :func:`ct_rows` (an axial NIfTI stays on local disk, read a slab of
+    rows at a time)."""
+    with nullcontext(loaded) if loaded is not None else ct_rows(url, series_uid=series_uid) as (
+        ct,
+        reorientation,
+    ):
+        seg = segment_volume(model, ct, engine, progress=progress)
+        write_case_outputs(
+            case_url,
+            labels=seg.labels,
+            ct=ct,
+            reorientation=reorientation,
+            body=seg.body_bits,
+            label_ids=model.labels,
+            options=outputs,
+            dicom_url=url if is_dicom else None,
+            case_id=case_id,
+        )
     return seg
 
 

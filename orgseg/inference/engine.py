@@ -272,7 +272,7 @@ def _streamed(
     labels = np.zeros(ct.shape, dtype=np.uint8)
     lut = np.asarray(model.lut, dtype=np.uint8)
     rows = model.stream_labels(
-        np.asarray(ct.array),
+        ct.array,  # read a slab at a time (it may be a ScanRows: voxels on disk)
         ct.spacing_mm,
         body_boxes=None if body is None else body_row_boxes(body),
         margin_mm=options.body_margin_mm,

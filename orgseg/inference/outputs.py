@@ -57,15 +57,15 @@ def case_statistics(
     label_ids: Mapping[str, int],
 ) -> dict[str, object]:
     stats: dict[str, object] = {
-        "organs": organ_statistics(
-            labels, np.asarray(ct.array), label_ids=label_ids, spacing_mm=ct.spacing_mm
+        "organs": organ_statistics(  # a slab at a time
+            labels, ct.array, label_ids=label_ids, spacing_mm=ct.spacing_mm
         ),
         "spacing_mm": list(ct.spacing_mm),
         "shape": list(ct.shape),
     }
     if body is not None:
         packed = body if isinstance(body, PackedMask) else PackedMask.pack(body)
-        arr = np.asarray(ct.array)
+        arr = ct.array
         wed = np.concatenate(  # a slab at a time: no float copy of the whole scan
             [
                 water_equivalent_diameter(

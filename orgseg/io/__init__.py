@@ -1,5 +1,6 @@
 """The one I/O layer: the only code that imports fsspec, SimpleITK or nibabel."""
 
+from orgseg.io.scan_rows import ct_rows
 from orgseg.io.storage import (
     atomic_local_path,
     exists,
@@ -12,6 +13,7 @@ from orgseg.io.volumes import load_ct, read_volume, save_like, write_volume
 
 __all__ = [
     "atomic_local_path",
+    "ct_rows",
     "exists",
     "join_url",
     "load_ct",
