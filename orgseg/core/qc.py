@@ -164,14 +164,6 @@ def collapse_note(folds: Mapping[int, tuple[int, int]]) -> str:
     return ", ".join(f"fold {f} predicts nothing in {k}/{n} cases" for f, (k, n) in folds.items())
 
 
-def with_collapse_note(reasons: Sequence[str], note: str) -> tuple[str, ...]:
-    """The folds' disagreement explained when the organ's ensemble has a collapsed fold
-    (a person can then retrain that fold rather than reject its masks)."""
-    if not note:
-        return tuple(reasons)
-    return tuple(f"{r[:-1]}; {note})" if r.startswith("folds disagree (") else r for r in reasons)
-
-
 def agreement_without(
     agreement: float | None,
     fold_voxels: Sequence[int],
@@ -271,15 +263,24 @@ def mask_figures(
     )
 
 
-def flags(figures: MaskFigures, thresholds: QCThresholds, *, expected: bool = True) -> list[str]:
+def flags(
+    figures: MaskFigures,
+    thresholds: QCThresholds,
+    *,
+    expected: bool = True,
+    collapse_note: str = "",
+) -> list[str]:
     """The reasons a mask is not trusted (empty: trusted). ``expected``: the organ should
-    be in this scan's field of view (then an empty mask is a reason too)."""
+    be in this scan's field of view (then an empty mask is a reason too).
+    ``collapse_note``: the organ's collapsed folds in words (:func:`collapse_note`), added
+    to a disagreement so a person retrains that fold rather than rejects its masks."""
     out = []
     t = thresholds
     if expected and figures.volume_ml < t.min_volume_ml:
         out.append(f"empty ({figures.volume_ml:.1f} ml) though expected in the field of view")
     if figures.fold_agreement is not None and figures.fold_agreement < t.min_fold_agreement:
-        out.append(f"folds disagree (mean pairwise Dice {figures.fold_agreement:.3f})")
+        why = f"; {collapse_note}" if collapse_note else ""
+        out.append(f"folds disagree (mean pairwise Dice {figures.fold_agreement:.3f}{why})")
     if figures.volume_z is not None and abs(figures.volume_z) > t.max_volume_z:
         out.append(f"implausible volume (robust z {figures.volume_z:+.1f})")
     if figures.fragmented_share > t.max_fragmented_share:

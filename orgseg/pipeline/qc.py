@@ -39,7 +39,6 @@ from orgseg.core.qc import (
     in_field_of_view,
     robust_z,
     severity,
-    with_collapse_note,
 )
 from orgseg.errors import JobError
 from orgseg.evaluation.tables import to_csv
@@ -225,7 +224,7 @@ def assess(config: RunConfig, manifest: Manifest | None = None) -> list[MaskQC]:
                     figures=f,
                     expected=expected,
                     severity=severity(f, thresholds, expected=expected),
-                    reasons=with_collapse_note(flags(f, thresholds, expected=expected), notes[o]),
+                    reasons=tuple(flags(f, thresholds, expected=expected, collapse_note=notes[o])),
                     collapsed_folds=notes[o],
                     review=review.get((c, o)),
                 )

@@ -20,7 +20,6 @@ from orgseg.core.qc import (
     outside_share,
     robust_z,
     severity,
-    with_collapse_note,
 )
 
 
@@ -170,9 +169,13 @@ def test_the_agreement_without_a_collapsed_fold_is_that_of_the_others():
 def test_a_collapse_note_joins_the_disagreement_reason_only():
     note = collapse_note({1: (5, 6)})
     assert note == "fold 1 predicts nothing in 5/6 cases"
-    reasons = ["folds disagree (mean pairwise Dice 0.000)", "fragmented (9.0% outside)"]
-    assert with_collapse_note(reasons, note) == (
+    t = QCThresholds()
+    figures = MaskFigures(
+        volume_ml=100.0, fold_agreement=0.0, volume_z=None, fragmented_share=0.09,
+        outside_body_share=None,
+    )  # fmt: skip
+    assert flags(figures, t, collapse_note=note) == [
         "folds disagree (mean pairwise Dice 0.000; fold 1 predicts nothing in 5/6 cases)",
-        "fragmented (9.0% outside)",
-    )
-    assert with_collapse_note(reasons, "") == tuple(reasons)
+        "fragmented (9.0% outside the main component)",
+    ]
+    assert flags(figures, t)[0] == "folds disagree (mean pairwise Dice 0.000)"
