@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy import ndimage
 
 from orgseg.errors import DataContractError
@@ -45,10 +46,9 @@ def _plane_means(ct: np.ndarray, fy: int, fx: int, fill: float, rows: int = 16) 
     faster than numpy's mean over the two block axes of a reshaped slab."""
     pads = [(0, 0), (0, (-ct.shape[1]) % fy), (0, (-ct.shape[2]) % fx)]
     y, x = ct.shape[1] + pads[1][1], ct.shape[2] + pads[2][1]
+    acc_dtype: np.dtype = np.dtype(np.float32)
     if ct.dtype.kind in "iub":
-        acc_dtype = np.int32 if ct.dtype.itemsize <= 2 else np.int64
-    else:
-        acc_dtype = np.float32
+        acc_dtype = np.dtype(np.int32 if ct.dtype.itemsize <= 2 else np.int64)
     out = np.empty((ct.shape[0], y // fy, x // fx), dtype=np.float32)
     for a in range(0, ct.shape[0], rows):
         slab = ct[a : a + rows]
@@ -156,7 +156,7 @@ class PackedMask:
     ndim = 3
     dtype = np.dtype(np.bool_)
 
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         whole = self.unpack()
         return whole if dtype is None else whole.astype(dtype)
 
@@ -178,7 +178,7 @@ class PackedMask:
         y_any = self.bits.any(axis=(0, 2))
         x_bits = np.bitwise_or.reduce(self.bits.reshape(-1, self.bits.shape[-1]), axis=0)
         x_any = np.unpackbits(x_bits, count=self.shape[2]).view(bool)
-        return z_any, y_any, x_any
+        return np.asarray(z_any), np.asarray(y_any), np.asarray(x_any)
 
 
 _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)

@@ -103,29 +103,39 @@ def read_nifti_header(path: str, url: str) -> NiftiHeader:
     return header
 
 
-def _payload(path: str, url: str, n_bytes: int) -> np.ndarray:
-    """The file's first ``n_bytes`` (decompressed), read once into one buffer (not
-    zero-filled first: every byte is written by the read or the file is refused)."""
-    buf = np.empty(n_bytes, dtype=np.uint8)
-    view = memoryview(buf)
-    got = 0
+def read_into(fh: IO[bytes], view: memoryview, url: str) -> int:
+    """Fill ``view`` from the (decompressing) stream ``fh``; the bytes read, fewer only at
+    the end of the stream. A damaged stream is a :class:`DataContractError`."""
+    got, n_bytes = 0, len(view)
     try:
-        with open_maybe_gzip(path) as fh:
-            while got < n_bytes:
-                k = fh.readinto(view[got:])  # type: ignore[attr-defined]
-                if not k:
-                    break
-                got += k
+        while got < n_bytes:
+            k = fh.readinto(view[got:])  # type: ignore[attr-defined]
+            if not k:
+                break
+            got += k
     except Exception as exc:  # gzip/zlib/isal raise several types for damaged streams
         raise DataContractError(
             f"{url}: cannot read the image ({type(exc).__name__}: {exc}); the file is "
             "truncated, corrupt or not an image: re-download or re-export it"
         ) from None
+    return got
+
+
+def truncated(url: str, got: int, claimed: int) -> DataContractError:
+    return DataContractError(
+        f"{url}: the file ends after {got:,} of the {claimed:,} bytes its header claims; "
+        "it is truncated: re-download or re-export it"
+    )
+
+
+def _payload(path: str, url: str, n_bytes: int) -> np.ndarray:
+    """The file's first ``n_bytes`` (decompressed), read once into one buffer (not
+    zero-filled first: every byte is written by the read or the file is refused)."""
+    buf = np.empty(n_bytes, dtype=np.uint8)
+    with open_maybe_gzip(path) as fh:
+        got = read_into(fh, memoryview(buf), url)
     if got < n_bytes:
-        raise DataContractError(
-            f"{url}: the file ends after {got:,} of the {n_bytes:,} bytes its header claims; "
-            "it is truncated: re-download or re-export it"
-        )
+        raise truncated(url, got, n_bytes)
     return buf
 
 
@@ -138,8 +148,8 @@ def read_nifti(path: str, url: str) -> Volume:
     # x fastest on disk: the C-order array of the reversed dims is (..., z, y, x)
     data = np.frombuffer(buf, dtype=header.dtype, count=count, offset=header.vox_offset)
     data = data.reshape(dims[::-1])
-    if header.slope is not None and (header.slope != 1.0 or header.inter != 0.0):
-        data = data.astype(np.float32) * np.float32(header.slope) + np.float32(header.inter)
+    if header.scaled:
+        data = header.scale(data)
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:

@@ -132,6 +132,18 @@ class NiftiHeader:
     inter: float
     affine: np.ndarray  # (4, 4), voxel (i, j, k) to RAS mm
 
+    @property
+    def scaled(self) -> bool:
+        """Whether the stored voxels are scaled to their values (slope not 1 or an
+        intercept): they are then read as float32."""
+        return self.slope is not None and (self.slope != 1.0 or self.inter != 0.0)
+
+    def scale(self, stored: np.ndarray) -> np.ndarray:
+        """``stored`` voxels as their values (float32 when :attr:`scaled`)."""
+        if not self.scaled:
+            return stored
+        return stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.inter)
+
 
 def header_bytes(raw: bytes) -> int:
     """How many bytes the header at the start of ``raw`` has (348 or 540; 0 when its

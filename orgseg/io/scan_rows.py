@@ -22,12 +22,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from orgseg.core.orientation import Reorientation, to_canonical
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
-from orgseg.io.nifti import nifti_geometry, open_maybe_gzip, read_nifti, read_nifti_header
+from orgseg.io.nifti import (
+    nifti_geometry,
+    open_maybe_gzip,
+    read_into,
+    read_nifti,
+    read_nifti_header,
+    truncated,
+)
 from orgseg.io.nifti_header import NiftiHeader
 from orgseg.io.storage import local_copy, split_suffix
 
@@ -119,7 +127,7 @@ class ScanRows:
             return block[(slice(None), *rest)] if rest else block
         raise TypeError(f"ScanRows reads rows by an index or a slice of step 1, got {key!r}")
 
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         log.debug("reading all %d rows of %s at once", self.shape[0], self.path)
         whole = self.read(0, self.shape[0])
         return whole if dtype is None else whole.astype(dtype)
@@ -163,7 +171,7 @@ def ct_rows(
             log.debug("%s: slices are not axial (axes %s): read whole", url, reorientation.perm)
             yield _whole(path, url, require_air)
             return
-        scaled = header.slope is not None and (header.slope != 1.0 or header.inter != 0.0)
+        scaled = header.scaled
         native = header.dtype.newbyteorder("=")
         tmpdir = None
         rows = None
@@ -218,37 +226,17 @@ def _spill(
 ) -> None:
     """Decompress (and scale, and byte-swap) the voxels into ``raw``, a slab at a time."""
     plane = file_shape[1] * file_shape[2]
+    itemsize = header.dtype.itemsize
     slab = np.empty(_SPILL_ROWS * plane, dtype=header.dtype)
     view = memoryview(slab).cast("B")
-    scale = header.slope is not None and (header.slope != 1.0 or header.inter != 0.0)
     with open_maybe_gzip(path) as src, open(raw, "wb") as dst:
-        skipped = src.read(header.vox_offset)
-        if len(skipped) < header.vox_offset:
+        if len(src.read(header.vox_offset)) < header.vox_offset:
             raise DataContractError(f"{url}: the file ends inside its header; it is truncated")
         for a in range(0, file_shape[0], _SPILL_ROWS):
             n = min(_SPILL_ROWS, file_shape[0] - a) * plane
-            want, got = n * header.dtype.itemsize, 0
-            try:
-                while got < want:
-                    k = src.readinto(view[got:want])
-                    if not k:
-                        break
-                    got += k
-            except Exception as exc:  # gzip/zlib/isal raise several types for damaged streams
-                raise DataContractError(
-                    f"{url}: cannot read the image ({type(exc).__name__}: {exc}); the file is "
-                    "truncated, corrupt or not an image: re-download or re-export it"
-                ) from None
-            if got < want:
-                total = int(np.prod(file_shape, dtype=np.int64)) * header.dtype.itemsize
-                done = a * plane * header.dtype.itemsize + got
-                raise DataContractError(
-                    f"{url}: the file ends after {done:,} of the {total:,} bytes its header "
-                    "claims; it is truncated: re-download or re-export it"
-                )
-            values = slab[:n]
-            if scale:
-                values = values.astype(np.float32) * np.float32(header.slope) + np.float32(
-                    header.inter
-                )
+            got = read_into(src, view[: n * itemsize], url)
+            if got < n * itemsize:
+                claimed = int(np.prod(file_shape, dtype=np.int64)) * itemsize
+                raise truncated(url, a * plane * itemsize + got, claimed)
+            values = header.scale(slab[:n])
             dst.write(memoryview(np.ascontiguousarray(values, dtype=dtype)).cast("B"))
