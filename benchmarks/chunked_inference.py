@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--chunk-mm", type=float, default=150.0)
     parser.add_argument("--overlap-mm", type=float, default=50.0)
     args = parser.parse_args()
+    from orgseg.cli import set_process_environment
+
+    set_process_environment()  # the children run as an orgseg process does
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

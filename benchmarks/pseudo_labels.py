@@ -154,7 +154,10 @@ def measure(method: str, models: dict, cases: list, out: Path, tile_batch: int =
 
 
 def main() -> None:
-    from orgseg.inference.options import DEFAULTS
+    from orgseg.cli import set_process_environment
+    from orgseg.inference.options import PIPELINE_DEFAULTS
+
+    set_process_environment()  # both children run as an orgseg job process does
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default="/tmp/orgseg-bench-pseudo")
@@ -162,7 +165,7 @@ def main() -> None:
     parser.add_argument("--shape", default="240,320,320", help="phantom z,y,x before the body crop")
     parser.add_argument("--spacing-mm", default="1.5,1.2,1.2", help="phantom spacing z,y,x")
     parser.add_argument(
-        "--tile-batch", type=int, default=DEFAULTS.tile_batch,
+        "--tile-batch", type=int, default=PIPELINE_DEFAULTS.tile_batch,
         help="the streamed path's tiles per forward pass (default: the run config's)",
     )  # fmt: skip
     parser.add_argument("--only-streamed", action="store_true", help="reuse the previous run")

@@ -16,7 +16,7 @@ from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
 from orgseg.configtools import load_dataclass
 from orgseg.core.qc import QCThresholds
 from orgseg.errors import ConfigError
-from orgseg.inference.options import EngineOptions
+from orgseg.inference.options import PIPELINE_DEFAULTS, EngineOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,9 +218,10 @@ class RunConfig:
     #: test-predictions); a job not named gets one shard per its default cases per shard,
     #: worked out once per run (orgseg/pipeline/shards.py)
     shards: dict[str, int] = field(default_factory=dict)
-    #: the chunked engine for the run's own predictions (see orgseg segment); body_crop
-    #: and body_margin_mm follow body_crop below
-    inference: EngineOptions = field(default_factory=EngineOptions)
+    #: the chunked engine for the run's own predictions (see orgseg segment; two tiles per
+    #: forward pass, see PIPELINE_DEFAULTS); body_crop and body_margin_mm follow body_crop
+    #: below
+    inference: EngineOptions = PIPELINE_DEFAULTS
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)

@@ -74,8 +74,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def load_dataclass(cls: type[T], data: Any, *, where: str = "config") -> T:
-    """Build ``cls`` from a mapping, checking keys and types.
+def load_dataclass(cls: type[T], data: Any, *, where: str = "config", base: T | None = None) -> T:
+    """Build ``cls`` from a mapping, checking keys and types. Keys not given take the
+    class's defaults, or ``base``'s values when given; a nested section whose default is
+    an instance (``inference: EngineOptions = PIPELINE_DEFAULTS``) starts from it.
 
     >>> from dataclasses import dataclass
     >>> @dataclass(frozen=True)
@@ -103,7 +105,15 @@ def load_dataclass(cls: type[T], data: Any, *, where: str = "config") -> T:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+            default = f.default
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                kwargs[name] = load_dataclass(
+                    type(default), data[name], where=f"{where}.{name}", base=default
+                )
+            else:
+                kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+        elif base is not None:
+            kwargs[name] = getattr(base, name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r}")
     return cls(**kwargs)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,22 @@ def test_version(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("user_setting", "huge_pages"), [(None, False), ("1", True)])
+def test_an_orgseg_process_advises_no_huge_pages_unless_the_user_says(user_setting, huge_pages):
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if user_setting is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = user_setting
+    code = (
+        "from orgseg.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "import numpy._core.multiarray as m; print(m._get_madvise_hugepage())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split()[-1] == str(huge_pages)
 
 
 def test_body_mask_and_crop_on_real_ct(tmp_path, real_ct_path, capsys):

@@ -70,6 +70,19 @@ def test_defaults_are_the_reference_setup():
     assert c.nnunet.configuration == "3d_fullres"
 
 
+def test_the_runs_engine_batches_two_tiles_and_a_partial_section_keeps_that():
+    from orgseg.inference.options import DEFAULTS
+
+    base = "run_root: r\ndata_root: d\n"
+    assert load_run_config(base).inference.tile_batch == 2
+    assert DEFAULTS.tile_batch == 1  # orgseg segment: stock nnU-Net bit for bit
+    partial = load_run_config(base + "inference: {chunk_mm: 100}\n").inference
+    assert (partial.chunk_mm, partial.tile_batch, partial.overlap_mm) == (100.0, 2, 50.0)
+    assert load_run_config(base + "inference: {tile_batch: 1}\n").inference.tile_batch == 1
+    with pytest.raises(ConfigError, match=r"inference: unknown key\(s\) \['tile'\]"):
+        load_run_config(base + "inference: {tile: 1}\n")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

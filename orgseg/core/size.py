@@ -58,20 +58,26 @@ def water_equivalent_diameter(
             f"expected a 3D CT and body mask of one shape, got {ct_hu.shape} and {body.shape}"
         )
     pixel_area = float(spacing_mm[1]) * float(spacing_mm[2])
-    area = np.empty(ct_hu.shape[0], dtype=np.float64)
-    has_body = np.empty(ct_hu.shape[0], dtype=bool)
-    for a in range(0, ct_hu.shape[0], _SLAB_ROWS):  # a slab at a time: no full-size floats
+    # A_w / pixel_area = sum_body (max(HU, -1000) + 1000) / 1000 = (S + 1000 N) / 1000, with
+    # S = sum_body max(HU, -1000) summed exactly in the scan's own integers (no float copy)
+    # and N the body's voxels
+    n_slices = ct_hu.shape[0]
+    sums = np.empty(n_slices, dtype=np.float64)
+    counts = np.empty(n_slices, dtype=np.int64)
+    for a in range(0, n_slices, _SLAB_ROWS):  # a slab at a time: no full-size temporaries
         inside = np.asarray(body[a : a + _SLAB_ROWS])
-        rel = np.asarray(ct_hu[a : a + _SLAB_ROWS]).astype(np.float32)
-        np.divide(rel, 1000.0, out=rel)
-        rel += 1.0
-        np.maximum(rel, 0.0, out=rel)
-        rel *= inside
-        area[a : a + _SLAB_ROWS] = rel.sum(axis=(1, 2), dtype=np.float64)
-        has_body[a : a + _SLAB_ROWS] = inside.any(axis=(1, 2))
-    area *= pixel_area
+        hu = np.asarray(ct_hu[a : a + _SLAB_ROWS])
+        if hu.dtype.kind == "u" or hu.dtype == np.int8:  # -1000 must fit
+            hu = hu.astype(np.int32)
+        hu = np.maximum(hu, -1000)
+        hu *= inside
+        k = hu.shape[0]
+        acc = np.int64 if hu.dtype.kind == "i" else np.float64
+        sums[a : a + k] = hu.reshape(k, -1).sum(axis=1, dtype=acc)
+        counts[a : a + k] = np.count_nonzero(inside.reshape(k, -1), axis=1)
+    area = (sums + 1000.0 * counts) / 1000.0 * pixel_area
     wed = 2.0 * np.sqrt(area / np.pi)
-    wed[~has_body] = np.nan
+    wed[counts == 0] = np.nan
     return wed
 
 

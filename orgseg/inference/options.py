@@ -50,3 +50,12 @@ class EngineOptions:
 
 #: the defaults, for CLI flags and function signatures that show them
 DEFAULTS = EngineOptions()
+
+#: the training run's own predictions (pseudo-labels, strategy-1 and strategy-2 test
+#: predictions; the run config's ``inference:``): two tiles per forward pass. On the CPU a
+#: batch of one runs PyTorch's slow native kernel in the deeper layers, so batches of two
+#: made a pseudo-label shard 1.2-1.5x faster (benchmarks/pseudo_labels.py); near-tie
+#: voxels can differ from stock nnU-Net (measured 0-1 of ~5 million body voxels), which
+#: training labels and both strategies' test predictions, made alike, do not notice.
+#: ``orgseg segment`` keeps DEFAULTS (nnU-Net's result bit for bit).
+PIPELINE_DEFAULTS = EngineOptions(tile_batch=2)

@@ -15,11 +15,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import fsspec
-from fsspec.core import url_to_fs
+from typing import TYPE_CHECKING
 
 from orgseg.errors import MissingError, StorageError
+
+if TYPE_CHECKING:
+    import fsspec
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,10 @@ def _local_path(url: str) -> str:
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and in-filesystem path for a URL."""
+    """The fsspec filesystem and in-filesystem path for a URL (fsspec is imported on first
+    use: a per-case process on local files never pays its import)."""
+    from fsspec.core import url_to_fs
+
     try:
         return url_to_fs(url)
     except (ImportError, ValueError) as exc:
@@ -272,6 +276,8 @@ def configure_storage(storage: object | None) -> None:
     are never configured here: they come from the standard AWS sources only (environment,
     profile, instance role).
     """
+    import fsspec
+
     endpoint = getattr(storage, "endpoint_url", None)
     region = getattr(storage, "region", None)
     conf = dict(fsspec.config.conf.get("s3", {}))

@@ -43,3 +43,19 @@ def test_size_group_and_empty_slices():
     assert np.isnan(size.wed_mm[0]) and not np.isnan(size.wed_mm[1])
     with pytest.raises(DataContractError, match="empty"):
         patient_size(ct, np.zeros_like(adult), spacing_mm=spacing)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint16, np.float32, np.float64])
+def test_wed_is_one_figure_whatever_the_scans_dtype(dtype):
+    """Integer scans are summed exactly in integers, float ones in float64; below -1000 HU
+    (air, padding) counts as nothing; the figure is the formula's to float rounding."""
+    rng = np.random.default_rng(0)
+    spacing = (2.0, 0.8, 0.7)
+    body = ellipse_body((5, 64, 64), 20.0, 18.0, spacing)
+    hu = rng.integers(-1200, 1500, size=body.shape)
+    if dtype == np.uint16:
+        hu = np.clip(hu, 0, None)  # an unsigned scan has no air below 0 HU
+    expected_area = (np.maximum(hu, -1000) + 1000) * body / 1000.0 * spacing[1] * spacing[2]
+    expected = 2.0 * np.sqrt(expected_area.sum(axis=(1, 2)) / np.pi)
+    wed = water_equivalent_diameter(hu.astype(dtype), body, spacing_mm=spacing)
+    np.testing.assert_allclose(wed, expected, rtol=1e-12)
