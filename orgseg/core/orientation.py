@@ -9,6 +9,7 @@ is exact, and an oblique residual rotation stays in ``direction``.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,7 @@ def to_canonical(volume: Volume) -> tuple[Volume, Reorientation]:
             "the image header is corrupt: rewrite it with a valid orientation"
         )
     perm = _best_permutation(direction)
-    array = np.transpose(volume.array, perm)
+    shape = [volume.shape[p] for p in perm]
     spacing = [volume.spacing_mm[p] for p in perm]
     new_dir = np.array([direction[p] for p in perm])
     origin = np.array(volume.origin_mm, dtype=float)
@@ -91,11 +92,10 @@ def to_canonical(volume: Volume) -> tuple[Volume, Reorientation]:
         flip = bool(new_dir[n, _WORLD_AXIS_OF[n]] < 0)
         flips.append(flip)
         if flip:
-            origin = origin + (array.shape[n] - 1) * spacing[n] * new_dir[n]
+            origin = origin + (shape[n] - 1) * spacing[n] * new_dir[n]
             new_dir[n] = -new_dir[n]
-            array = np.flip(array, axis=n)
     canonical = Volume(
-        array,
+        to_canonical_axes(volume.array, perm, flips),
         spacing_mm=tuple(spacing),  # type: ignore[arg-type]
         origin_mm=tuple(origin),  # type: ignore[arg-type]
         direction=new_dir,
@@ -121,20 +121,72 @@ def from_canonical(array: np.ndarray, reorientation: Reorientation) -> Volume:
     reorientation : Reorientation
         The record :func:`to_canonical` returned.
     """
-    expected = tuple(reorientation.shape[p] for p in reorientation.perm)
-    if array.shape != expected:
-        raise DataContractError(
-            f"expected a canonical array of shape {expected}, got {array.shape}; "
-            "pass an array on the grid returned by to_canonical"
-        )
-    for n, flip in enumerate(reorientation.flips):
-        if flip:
-            array = np.flip(array, axis=n)
-    inverse = tuple(int(i) for i in np.argsort(reorientation.perm))
-    array = np.transpose(array, inverse)
+    check_canonical_shape(array.shape, reorientation)
     return Volume(
-        np.ascontiguousarray(array),
+        np.ascontiguousarray(from_canonical_axes(array, reorientation.perm, reorientation.flips)),
         spacing_mm=reorientation.spacing_mm,
         origin_mm=reorientation.origin_mm,
         direction=reorientation.direction,
     )
+
+
+def check_canonical_shape(shape: tuple[int, ...], reorientation: Reorientation) -> None:
+    """Refuse an array that is not on the canonical grid ``reorientation`` describes."""
+    expected = tuple(reorientation.shape[p] for p in reorientation.perm)
+    if tuple(shape) != expected:
+        raise DataContractError(
+            f"expected a canonical array of shape {expected}, got {tuple(shape)}; "
+            "pass an array on the grid returned by to_canonical"
+        )
+
+
+def to_canonical_axes(array: np.ndarray, perm: Sequence[int], flips: Sequence[bool]) -> np.ndarray:
+    """The axis permutation and flips of :func:`to_canonical`, on any block of the file's
+    array (a view). A block of whole file slices, when ``perm[0] == 0``, becomes the
+    canonical rows :func:`file_rows` names.
+
+    >>> a = np.arange(8).reshape(2, 2, 2)
+    >>> from_canonical_axes(to_canonical_axes(a, (0, 2, 1), (True, False, True)),
+    ...                     (0, 2, 1), (True, False, True)).tolist() == a.tolist()
+    True
+    """
+    out = np.transpose(array, tuple(perm))
+    for n, flip in enumerate(flips):
+        if flip:
+            out = np.flip(out, axis=n)
+    return out
+
+
+def from_canonical_axes(
+    array: np.ndarray, perm: Sequence[int], flips: Sequence[bool]
+) -> np.ndarray:
+    """The inverse of :func:`to_canonical_axes` (a view): canonical axes to the file's."""
+    for n, flip in enumerate(flips):
+        if flip:
+            array = np.flip(array, axis=n)
+    return np.transpose(array, tuple(int(i) for i in np.argsort(perm)))
+
+
+def slices_are_axial(reorientation: Reorientation) -> bool:
+    """Whether the file's slowest axis is the canonical z axis: each file slice is then
+    one canonical row, and a scan can be read or written a slab of slices at a time."""
+    return reorientation.perm[0] == 0
+
+
+def file_rows(reorientation: Reorientation, start: int, stop: int) -> tuple[int, int]:
+    """For a file whose slowest axis is the canonical z axis (``perm[0] == 0``): the file
+    slices ``[a, b)`` that hold canonical rows ``[start, stop)``, and, the map being its
+    own inverse, the canonical rows that file slices ``[start, stop)`` hold.
+
+    >>> r = Reorientation((0, 1, 2), (True, False, False), (10, 4, 4), (1, 1, 1), (0, 0, 0),
+    ...                   np.eye(3))
+    >>> file_rows(r, 0, 3), file_rows(r, 7, 10)
+    ((7, 10), (0, 3))
+    """
+    if not slices_are_axial(reorientation):
+        raise DataContractError(
+            f"expected a file whose slowest axis is the cranio-caudal one, got axes "
+            f"{reorientation.perm}; read it whole and use to_canonical"
+        )
+    n = reorientation.shape[0]
+    return (n - stop, n - start) if reorientation.flips[0] else (start, stop)

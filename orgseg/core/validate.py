@@ -74,27 +74,6 @@ def check_ct(volume: Volume, *, name: str = "image", require_air: bool = True) -
     _check_tissue(tissue, volume, name=name)
 
 
-def check_has_patient(volume: Volume, *, name: str = "image") -> None:
-    """Raise :class:`DataContractError` when a scan holds no patient.
-
-    A scan with less than ``MIN_TISSUE_ML`` of voxels above ``TISSUE_HU`` (or
-    ``MIN_TISSUE_FRACTION`` of a small field of view) has nothing to segment (air, an
-    empty field of view): networks asked anyway invent organs in the noise.
-
-    >>> import numpy as np
-    >>> check_has_patient(Volume(np.full((10, 100, 100), -1000, np.int16)))
-    Traceback (most recent call last):
-    ...
-    orgseg.errors.DataContractError: image: no patient found: 0.0 ml of the scan is denser \
-than -300 HU (expected at least 1.0 ml of tissue); the scan is empty air or not a CT of a patient
-    """
-    tissue = sum(
-        int(np.count_nonzero(np.asarray(volume.array[a : a + _SLAB_ROWS]) > TISSUE_HU))
-        for a in range(0, volume.shape[0], _SLAB_ROWS)
-    )
-    _check_tissue(tissue, volume, name=name)
-
-
 def _check_tissue(tissue_voxels: int, volume: Volume, *, name: str) -> None:
     tissue_ml = tissue_voxels * volume.voxel_volume_ml
     needed_ml = min(MIN_TISSUE_ML, MIN_TISSUE_FRACTION * volume.array.size * volume.voxel_volume_ml)

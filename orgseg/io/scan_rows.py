@@ -24,7 +24,13 @@ from contextlib import contextmanager
 import numpy as np
 from numpy.typing import DTypeLike
 
-from orgseg.core.orientation import Reorientation, to_canonical
+from orgseg.core.orientation import (
+    Reorientation,
+    file_rows,
+    slices_are_axial,
+    to_canonical,
+    to_canonical_axes,
+)
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
@@ -49,34 +55,28 @@ class ScanRows:
     """The canonical (z, y, x) voxels of a scan in a raw file, as a read-only array of
     rows: ``rows[a:b]``, ``rows[r]`` and ``rows[a:b, ys, xs]`` read those rows only.
 
-    ``path`` holds the file's own slices (array axis 0 of the file, ``offset`` bytes in);
-    canonical row ``r`` is file slice ``r`` (``n - 1 - r`` when ``flip_rows``), and
-    ``plane`` (a transpose of the slice's two axes, then flips) turns a file slice into
-    a canonical one. ``np.asarray`` reads it whole (what a caller that needs every voxel
-    at once, a preview, asks for)."""
+    ``path`` holds the file's own slices (``reorientation.shape``, ``offset`` bytes in),
+    its slowest axis the cranio-caudal one; canonical rows are read as the file slices
+    :func:`~orgseg.core.orientation.file_rows` names, brought to the canonical frame by
+    :func:`~orgseg.core.orientation.to_canonical_axes`. ``np.asarray`` reads it whole
+    (what a caller that needs every voxel at once, a preview, asks for)."""
 
     ndim = 3
 
     def __init__(
-        self,
-        path: str,
-        *,
-        offset: int,
-        file_shape: tuple[int, int, int],
-        dtype: np.dtype,
-        flip_rows: bool,
-        plane_axes: tuple[int, int],
-        plane_flips: tuple[bool, bool],
+        self, path: str, *, offset: int, dtype: np.dtype, reorientation: Reorientation
     ) -> None:
+        if not slices_are_axial(reorientation):
+            raise DataContractError(
+                f"{path}: expected a file of axial slices, got axes {reorientation.perm}; "
+                "read it whole (orgseg.io.load_ct)"
+            )
         self.path = path
         self.offset = offset
-        self.file_shape = file_shape
         self.dtype = np.dtype(dtype)
-        self.flip_rows = flip_rows
-        self.plane_axes = plane_axes
-        self.plane_flips = plane_flips
-        plane = (file_shape[1 + plane_axes[0]], file_shape[1 + plane_axes[1]])
-        self.shape = (file_shape[0], *plane)
+        self.reorientation = reorientation
+        file_shape = reorientation.shape
+        self.shape = tuple(file_shape[p] for p in reorientation.perm)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self._slice_bytes = file_shape[1] * file_shape[2] * self.dtype.itemsize
         self._fd = os.open(path, os.O_RDONLY)
@@ -93,24 +93,17 @@ class ScanRows:
         """Canonical rows ``[start, stop)`` as a C-contiguous array."""
         n_rows = self.shape[0]
         start, stop = max(0, min(start, n_rows)), max(0, min(stop, n_rows))
-        n = max(0, stop - start)
-        first = n_rows - stop if self.flip_rows else start  # file slices, ascending
-        buf = np.empty((n, *self.file_shape[1:]), dtype=self.dtype)
-        if n:
-            want = n * self._slice_bytes
+        first, last = file_rows(self.reorientation, start, max(start, stop))
+        buf = np.empty((last - first, *self.reorientation.shape[1:]), dtype=self.dtype)
+        if last > first:
+            want = buf.nbytes
             got = os.preadv(
                 self._fd, [memoryview(buf).cast("B")], self.offset + first * self._slice_bytes
             )
             if got != want:
                 raise OSError(f"{self.path}: read {got} of {want} bytes of rows {start}-{stop}")
-        out = np.transpose(buf, (0, 1 + self.plane_axes[0], 1 + self.plane_axes[1]))
-        if self.flip_rows:
-            out = out[::-1]
-        if self.plane_flips[0]:
-            out = out[:, ::-1]
-        if self.plane_flips[1]:
-            out = out[:, :, ::-1]
-        return np.ascontiguousarray(out)
+        r = self.reorientation
+        return np.ascontiguousarray(to_canonical_axes(buf, r.perm, r.flips))
 
     def __getitem__(self, key: object) -> np.ndarray:
         rest: tuple = ()
@@ -131,11 +124,6 @@ class ScanRows:
         log.debug("reading all %d rows of %s at once", self.shape[0], self.path)
         whole = self.read(0, self.shape[0])
         return whole if dtype is None else whole.astype(dtype)
-
-
-def _streamable(reorientation: Reorientation) -> bool:
-    """Whether canonical rows are whole file slices (the file's slowest axis is z)."""
-    return reorientation.perm[0] == 0
 
 
 @contextmanager
@@ -167,7 +155,7 @@ def ct_rows(
         canonical, reorientation = to_canonical(
             Volume(grid, spacing_mm=spacing, origin_mm=origin, direction=direction)
         )
-        if not _streamable(reorientation):
+        if not slices_are_axial(reorientation):
             log.debug("%s: slices are not axial (axes %s): read whole", url, reorientation.perm)
             yield _whole(path, url, require_air)
             return
@@ -183,16 +171,7 @@ def ct_rows(
                 raw, offset = os.path.join(tmpdir, "ct.raw"), 0
                 dtype = np.dtype(np.float32) if scaled else native
                 _spill(path, url, raw, header, file_shape, dtype)
-            perm = reorientation.perm
-            rows = ScanRows(
-                raw,
-                offset=offset,
-                file_shape=file_shape,
-                dtype=dtype,
-                flip_rows=reorientation.flips[0],
-                plane_axes=(perm[1] - 1, perm[2] - 1),
-                plane_flips=(reorientation.flips[1], reorientation.flips[2]),
-            )
+            rows = ScanRows(raw, offset=offset, dtype=dtype, reorientation=reorientation)
             ct = Volume(
                 rows,  # type: ignore[arg-type]
                 spacing_mm=canonical.spacing_mm,

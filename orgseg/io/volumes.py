@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orgseg.core.orientation import Reorientation, from_canonical, to_canonical
+from orgseg.core.orientation import (
+    Reorientation,
+    check_canonical_shape,
+    file_rows,
+    from_canonical,
+    from_canonical_axes,
+    slices_are_axial,
+    to_canonical,
+)
 from orgseg.core.validate import check_ct, check_geometry
 from orgseg.core.volume import Volume
 from orgseg.errors import DataContractError
@@ -265,15 +273,10 @@ def save_like(array: np.ndarray | PackedMask, reorientation: Reorientation, url:
     (an axial series), it is written slab by slab in the file's axis order, with no
     whole-size reoriented copy; otherwise it is reoriented whole, then written."""
     _, suffix = split_suffix(url)
-    expected = tuple(reorientation.shape[p] for p in reorientation.perm)
-    if suffix.lower() not in (".nii", ".nii.gz") or reorientation.perm[0] != 0:
+    if suffix.lower() not in (".nii", ".nii.gz") or not slices_are_axial(reorientation):
         write_volume(from_canonical(np.asarray(array), reorientation), url)
         return
-    if tuple(array.shape) != expected:
-        raise DataContractError(
-            f"expected a canonical array of shape {expected}, got {tuple(array.shape)}; "
-            "pass an array on the grid returned by to_canonical"
-        )
+    check_canonical_shape(array.shape, reorientation)
     affine = nifti_affine(
         reorientation.spacing_mm, reorientation.origin_mm, reorientation.direction
     )
@@ -292,18 +295,9 @@ def save_like(array: np.ndarray | PackedMask, reorientation: Reorientation, url:
 def _file_slabs(
     array: np.ndarray | PackedMask, reorientation: Reorientation, rows: int = 16
 ) -> Iterator[np.ndarray]:
-    """The file's slices, in its order, from canonical rows (``perm[0] == 0``)."""
+    """The file's slices, in its order, from canonical rows (axial slices)."""
+    perm, flips = reorientation.perm, reorientation.flips
     n = reorientation.shape[0]
-    inverse = tuple(int(i) for i in np.argsort(reorientation.perm))
-    flip_rows, flip_y, flip_x = reorientation.flips
     for k in range(0, n, rows):
-        m = min(rows, n - k)
-        a = n - k - m if flip_rows else k  # canonical rows of file slices k .. k + m
-        slab = np.asarray(array[a : a + m])
-        if flip_rows:
-            slab = slab[::-1]
-        if flip_y:
-            slab = slab[:, ::-1]
-        if flip_x:
-            slab = slab[:, :, ::-1]
-        yield np.transpose(slab, inverse)
+        a, b = file_rows(reorientation, k, min(n, k + rows))  # canonical rows of slices k..
+        yield from_canonical_axes(np.asarray(array[a:b]), perm, flips)
