@@ -32,7 +32,7 @@ lint: setup
 	$(BIN)/ruff check orgseg tests benchmarks terraform/tf.py
 
 typecheck: setup
-	$(BIN)/mypy orgseg/core
+	$(BIN)/mypy orgseg/core orgseg/io
 
 bench-chunked: setup
 	$(BIN)/python benchmarks/chunked_inference.py

@@ -370,12 +370,9 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         )
         if not args.wait:
             return 0
-        import boto3
+        from orgseg.orchestrate.awsbatch import batch_client, wait_batch
 
-        from orgseg.orchestrate.awsbatch import wait_batch
-
-        client = boto3.client("batch", endpoint_url=batch.endpoint_url, region_name=batch.region)
-        states = wait_batch(client, jobs, timeout_s=args.wait_timeout)
+        states = wait_batch(batch_client(batch), jobs, timeout_s=args.wait_timeout)
         sys.stdout.write(f"Batch jobs ended: {states}\n")
     else:
         for shard in range(args.shards):

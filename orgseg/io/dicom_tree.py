@@ -123,6 +123,7 @@ def index_series(
     series: dict[str, dict] = {}
     for folder, entries in sorted(by_folder.items()):
         first, last = probed.get(entries[0][0]), probed.get(entries[-1][0])
+        found: list[tuple[str, int, dict[str, str] | None]]
         if first is not None and (last is None or last == first):
             found = [(u, s, first) for u, s in entries]
         else:

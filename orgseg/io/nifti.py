@@ -133,7 +133,7 @@ def _payload(path: str, url: str, n_bytes: int) -> np.ndarray:
     zero-filled first: every byte is written by the read or the file is refused)."""
     buf = np.empty(n_bytes, dtype=np.uint8)
     with open_maybe_gzip(path) as fh:
-        got = read_into(fh, memoryview(buf), url)
+        got = read_into(fh, buf.data, url)
     if got < n_bytes:
         raise truncated(url, got, n_bytes)
     return buf
@@ -243,16 +243,16 @@ def write_nifti_slabs(
     out_dtype = file_dtype(dtype)
     head = encode_header(out_dtype, dims, affine)  # no extensions
     expected = int(np.prod(dims, dtype=np.int64)) * out_dtype.itemsize
-    opener = (_fast_gzip or gzip).open if compress else open
     written = 0
-    with opener(path, "wb", **({"compresslevel": 1} if compress else {})) as f:
+    gzip_open = (_fast_gzip or gzip).open
+    with gzip_open(path, "wb", compresslevel=1) if compress else open(path, "wb") as f:
         f.write(head)
         for slab in slabs:
             slab = np.asarray(slab)
             if slab.dtype == np.bool_:
                 slab = slab.view(np.uint8)
             data = np.ascontiguousarray(slab, dtype=out_dtype)
-            f.write(memoryview(data).cast("B"))
+            f.write(data.data.cast("B"))
             written += data.nbytes
     if written != expected:
         raise DataContractError(

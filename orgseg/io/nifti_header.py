@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -109,11 +110,14 @@ DATATYPES = {
     1280: "u8",
 }
 _CODES = {np.dtype(v): k for k, v in DATATYPES.items()}
+#: a header's byte order, as numpy spells it
+ByteOrder = Literal["<", ">"]
+
 #: xyzt_units: millimetres (2) and seconds (8)
 _MM_SEC = 2 | 8
 
 
-def header_dtype(version: int, byteorder: str = "<") -> np.dtype:
+def header_dtype(version: int, byteorder: ByteOrder = "<") -> np.dtype:
     """The structured dtype of a NIfTI-``version`` header in ``byteorder``."""
     fields = _NIFTI1 if version == 1 else _NIFTI2
     return np.dtype(fields).newbyteorder(byteorder)
@@ -169,7 +173,7 @@ def decode_header(raw: bytes, url: str) -> NiftiHeader:
             "corrupt or not NIfTI: re-download or re-export it"
         )
     version = 1 if size == NIFTI1_BYTES else 2
-    order = "<" if int.from_bytes(raw[:4], "little") == size else ">"
+    order: ByteOrder = "<" if int.from_bytes(raw[:4], "little") == size else ">"
     h = np.frombuffer(raw, dtype=header_dtype(version, order), count=1)[0]
     magic = bytes(h["magic"])[:3]
     if magic not in (b"n+1", b"ni1", b"n+2", b"ni2"):
@@ -191,8 +195,9 @@ def decode_header(raw: bytes, url: str) -> NiftiHeader:
         )
     dims = tuple(int(d) for d in h["dim"][1 : ndim + 1])
     pixdim = np.asarray(h["pixdim"], dtype=np.float64)
-    slope, inter = float(h["scl_slope"]), float(h["scl_inter"])
-    if slope == 0 or not np.isfinite(slope):
+    stored_slope, inter = float(h["scl_slope"]), float(h["scl_inter"])
+    slope: float | None = stored_slope
+    if stored_slope == 0 or not np.isfinite(stored_slope):
         slope, inter = None, 0.0
     elif not np.isfinite(inter):
         raise DataContractError(

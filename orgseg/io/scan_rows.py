@@ -97,9 +97,7 @@ class ScanRows:
         buf = np.empty((last - first, *self.reorientation.shape[1:]), dtype=self.dtype)
         if last > first:
             want = buf.nbytes
-            got = os.preadv(
-                self._fd, [memoryview(buf).cast("B")], self.offset + first * self._slice_bytes
-            )
+            got = os.preadv(self._fd, [buf.data.cast("B")], self.offset + first * self._slice_bytes)
             if got != want:
                 raise OSError(f"{self.path}: read {got} of {want} bytes of rows {start}-{stop}")
         r = self.reorientation
@@ -108,7 +106,8 @@ class ScanRows:
     def __getitem__(self, key: object) -> np.ndarray:
         rest: tuple = ()
         if isinstance(key, tuple):
-            key, rest = key[0], key[1:]
+            rest = key[1:]
+            key = key[0]
         if isinstance(key, (int, np.integer)):
             r = int(key) + (self.shape[0] if key < 0 else 0)
             if not 0 <= r < self.shape[0]:
@@ -207,7 +206,7 @@ def _spill(
     plane = file_shape[1] * file_shape[2]
     itemsize = header.dtype.itemsize
     slab = np.empty(_SPILL_ROWS * plane, dtype=header.dtype)
-    view = memoryview(slab).cast("B")
+    view = slab.data.cast("B")
     with open_maybe_gzip(path) as src, open(raw, "wb") as dst:
         if len(src.read(header.vox_offset)) < header.vox_offset:
             raise DataContractError(f"{url}: the file ends inside its header; it is truncated")
@@ -218,4 +217,4 @@ def _spill(
                 claimed = int(np.prod(file_shape, dtype=np.int64)) * itemsize
                 raise truncated(url, a * plane * itemsize + got, claimed)
             values = header.scale(slab[:n])
-            dst.write(memoryview(np.ascontiguousarray(values, dtype=dtype)).cast("B"))
+            dst.write(np.ascontiguousarray(values, dtype=dtype).data.cast("B"))

@@ -176,11 +176,10 @@ class _ModelRows:
 def make_plan(
     model: FolderPlan,
     tile_step_size: float,
-    shape: Sequence[int],
     spacing_mm: Sequence[float],
     bbox,
 ) -> StreamPlan:
-    """The streaming plan for a scan under model folder ``model``, or
+    """The streaming plan for the box ``bbox`` of a scan under model folder ``model``, or
     :class:`NotStreamableError` with the reason."""
     conf = model.configuration
     if len(model.patch_size) != 3:
@@ -261,7 +260,7 @@ def stream_labels(
     )
 
     bbox = nonzero_bbox(ct)
-    plan = make_plan(model, tile_step_size, ct.shape, spacing_mm, bbox)
+    plan = make_plan(model, tile_step_size, spacing_mm, bbox)
     (bz0, bz1), (by0, by1), (bx0, bx1) = plan.bbox
     normalizer = CTNormalization(
         use_mask_for_norm=False, intensityproperties=model.intensity_properties

@@ -72,11 +72,12 @@ def resource_requirements(resources: StageResources) -> list[dict[str, str]]:
     return out
 
 
-def batch_client(config: RunConfig):  # noqa: ANN201
+def batch_client(batch: BatchConfig):  # noqa: ANN201
+    """The one AWS Batch client builder: ``batch``'s endpoint (moto, a region) and region;
+    credentials from the standard AWS sources."""
     import boto3
 
-    b = config.cluster.batch
-    return boto3.client("batch", endpoint_url=b.endpoint_url, region_name=b.region)
+    return boto3.client("batch", endpoint_url=batch.endpoint_url, region_name=batch.region)
 
 
 def state_dir(config: RunConfig) -> str:
@@ -121,7 +122,7 @@ def submit_batch(config: RunConfig, client=None):  # noqa: ANN001, ANN201
         raise ConfigError(
             f"submit_batch needs cluster.executor 'awsbatch', got {config.cluster.executor!r}"
         )
-    client = client or batch_client(config)
+    client = client or batch_client(config.cluster.batch)
     config = with_shard_counts(config)  # every child is given the same shard counts
     b = config.cluster.batch
     config_url = join_url(state_dir(config), "config.yaml")
@@ -244,10 +245,7 @@ def submit_bulk_batch(
     """The shards of a bulk run as one Batch array job (a child per shard, each resuming
     at its first uncommitted case), then the finalize job after it; returns both ids.
     What a child runs is uploaded to ``<dest>/.orgseg/batch/bulk.json``."""
-    import boto3
-
-    client = client or boto3.client("batch", endpoint_url=batch.endpoint_url,
-                                    region_name=batch.region)  # fmt: skip
+    client = client or batch_client(batch)
     spec = {
         "model_url": model_url,
         "model_options": dataclasses.asdict(model_options),

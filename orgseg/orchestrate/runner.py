@@ -144,7 +144,7 @@ def _states(config: RunConfig, task_ids: list[str]) -> dict[str, str]:
     if config.cluster.executor == "awsbatch":
         from orgseg.orchestrate.awsbatch import batch_client, batch_states
 
-        return batch_states(batch_client(config), task_ids) if task_ids else {}
+        return batch_states(batch_client(config.cluster.batch), task_ids) if task_ids else {}
     return scheduler_states(task_ids)
 
 

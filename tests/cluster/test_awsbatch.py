@@ -148,11 +148,11 @@ def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_
     from orgseg.pipeline.units import pending
 
     cfg, config, _ = batch_run
-    client = batch_client(config)
+    client = batch_client(config.cluster.batch)
     calls = _capture(client)
     operations = _operations(client)
     # status and wait make their own client: the same one here, so its calls count too
-    monkeypatch.setattr("orgseg.orchestrate.awsbatch.batch_client", lambda config: client)
+    monkeypatch.setattr("orgseg.orchestrate.awsbatch.batch_client", lambda batch: client)
     todo = pending(with_shard_counts(config, record=False))
     submit_batch(config, client)
     assert [c["jobName"] for c in calls] == [f"orgseg-{j.name}" for j, _ in todo]
@@ -296,7 +296,7 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
         write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), f"{archive}/ph_{i}.nii.gz")
     cases = discover_archive(archive)
     write_plan(dest, cases)
-    client = batch_client(config)
+    client = batch_client(config.cluster.batch)
     calls = _capture(client)
     resources = bulk_resources(str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml"))
     shard_id, _ = submit_bulk_batch(
