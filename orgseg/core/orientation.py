@@ -173,6 +173,15 @@ def slices_are_axial(reorientation: Reorientation) -> bool:
     return reorientation.perm[0] == 0
 
 
+def check_slices_are_axial(reorientation: Reorientation, *, name: str = "image") -> None:
+    """Refuse a file whose slices are not axial (see :func:`slices_are_axial`)."""
+    if not slices_are_axial(reorientation):
+        raise DataContractError(
+            f"{name}: expected a file whose slowest axis is the cranio-caudal one, got axes "
+            f"{reorientation.perm}; read it whole and use to_canonical"
+        )
+
+
 def file_rows(reorientation: Reorientation, start: int, stop: int) -> tuple[int, int]:
     """For a file whose slowest axis is the canonical z axis (``perm[0] == 0``): the file
     slices ``[a, b)`` that hold canonical rows ``[start, stop)``, and, the map being its
@@ -183,10 +192,6 @@ def file_rows(reorientation: Reorientation, start: int, stop: int) -> tuple[int,
     >>> file_rows(r, 0, 3), file_rows(r, 7, 10)
     ((7, 10), (0, 3))
     """
-    if not slices_are_axial(reorientation):
-        raise DataContractError(
-            f"expected a file whose slowest axis is the cranio-caudal one, got axes "
-            f"{reorientation.perm}; read it whole and use to_canonical"
-        )
+    check_slices_are_axial(reorientation)
     n = reorientation.shape[0]
     return (n - stop, n - start) if reorientation.flips[0] else (start, stop)

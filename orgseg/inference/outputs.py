@@ -63,17 +63,8 @@ def case_statistics(
         "spacing_mm": list(ct.spacing_mm),
         "shape": list(ct.shape),
     }
-    if body is not None:
-        packed = body if isinstance(body, PackedMask) else PackedMask.pack(body)
-        arr = ct.array
-        wed = np.concatenate(  # a slab at a time: no float copy of the whole scan
-            [
-                water_equivalent_diameter(
-                    arr[a : a + 32], packed.rows(a, a + 32), spacing_mm=ct.spacing_mm
-                )
-                for a in range(0, arr.shape[0], 32)
-            ]
-        )
+    if body is not None:  # read a slab at a time: no float copy of the whole scan
+        wed = water_equivalent_diameter(ct.array, body, spacing_mm=ct.spacing_mm)
         stats["wed_mm_median"] = (
             None if np.all(np.isnan(wed)) else round(float(np.nanmedian(wed)), 1)
         )

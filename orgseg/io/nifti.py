@@ -148,8 +148,7 @@ def read_nifti(path: str, url: str) -> Volume:
     # x fastest on disk: the C-order array of the reversed dims is (..., z, y, x)
     data = np.frombuffer(buf, dtype=header.dtype, count=count, offset=header.vox_offset)
     data = data.reshape(dims[::-1])
-    if header.scaled:
-        data = header.scale(data)
+    data = header.scale(data)  # float32 when the header scales, else as stored
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3:

@@ -26,6 +26,7 @@ from numpy.typing import DTypeLike
 
 from orgseg.core.orientation import (
     Reorientation,
+    check_slices_are_axial,
     file_rows,
     slices_are_axial,
     to_canonical,
@@ -66,11 +67,7 @@ class ScanRows:
     def __init__(
         self, path: str, *, offset: int, dtype: np.dtype, reorientation: Reorientation
     ) -> None:
-        if not slices_are_axial(reorientation):
-            raise DataContractError(
-                f"{path}: expected a file of axial slices, got axes {reorientation.perm}; "
-                "read it whole (orgseg.io.load_ct)"
-            )
+        check_slices_are_axial(reorientation, name=path)
         self.path = path
         self.offset = offset
         self.dtype = np.dtype(dtype)
