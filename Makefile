@@ -7,7 +7,7 @@ STAMP := $(VENV)/.orgseg-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 export nnUNet_compile ?= f
 
-.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk bench-discovery bench-scale slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform
+.PHONY: setup test test-fast demo train-all lint typecheck bench-body bench-chunked bench-orchestration bench-bulk bench-discovery bench-scale slurm-up slurm-down s3-up clean tools container-tools container-base image image-cpu sif lint-containers lint-terraform peer-tools bench-pretrained
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock requirements/torch-cpu.txt requir
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup tools container-tools slurm-up
+test: setup tools peer-tools container-tools slurm-up
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -72,6 +72,21 @@ slurm-up:
 
 slurm-down:
 	bash slurm/cluster.sh down
+
+# the peer tools orgseg is measured against, each in its own venv (offline: the tests and
+# benchmarks point them at weights folders built here)
+PEERS := .venv-peers
+TS_VENV := $(PEERS)/totalsegmentator
+TS_STAMP := $(TS_VENV)/.orgseg-installed
+peer-tools: $(TS_STAMP)
+
+$(TS_STAMP): requirements/peer-totalsegmentator.txt
+	test -x $(TS_VENV)/bin/python || $(PYTHON) -m venv $(TS_VENV)
+	$(TS_VENV)/bin/pip install --disable-pip-version-check -q -r requirements/peer-totalsegmentator.txt
+	touch $(TS_STAMP)
+
+bench-pretrained: setup peer-tools
+	$(BIN)/python benchmarks/pretrained.py
 
 # --- containers and infrastructure (containers/, terraform/) ----------------------------
 TOOLS := .venv-tools

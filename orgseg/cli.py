@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from orgseg import __version__
 from orgseg.errors import OrgsegError
-from orgseg.inference.options import DEFAULTS
+from orgseg.inference.options import DEFAULT_TILE_STEP, DEFAULTS
 
 log = logging.getLogger("orgseg")
 
@@ -214,6 +214,7 @@ def _segment_options(args: argparse.Namespace):  # noqa: ANN202
             threads=args.threads,
             use_mirroring=args.tta,
             tile_step_size=args.step_size,
+            classes=args.classes,
         ),
         EngineOptions(
             mode=args.chunk_mode,
@@ -233,12 +234,13 @@ def _segment_options(args: argparse.Namespace):  # noqa: ANN202
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from orgseg.inference.batch import run_segment
+    from orgseg.models.store import resolve_model
 
     model_options, engine, outputs = _segment_options(args)
     summary = run_segment(
         args.input,
         args.output,
-        args.model,
+        resolve_model(args.model),
         model_options=model_options,
         engine=engine,
         outputs=outputs,
@@ -295,6 +297,9 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     parts = max(1, args.discovery_parts)
     storage = StorageConfig(endpoint_url=args.endpoint_url)
     configure_storage(storage)
+    from orgseg.models.store import resolve_model
+
+    args.model = resolve_model(args.model)  # a set name: its installed folder's URL
     model_options, engine, outputs = _segment_options(args)
     # statistics feed the archive-wide table of organ volumes and mean HU
     outputs = dataclasses.replace(outputs, statistics=True)
@@ -390,6 +395,12 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return 1 if any(line.startswith("FAILED") for line in lines) else 0
 
 
+MODEL_HELP = (
+    "a model set name (orgseg models list; installed under $ORGSEG_MODELS), or a model "
+    "folder or URL (<run_root>/models/strategy2)"
+)
+
+
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
     p.add_argument(
@@ -431,8 +442,26 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
-    p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step (0.5)")
+    p.add_argument(
+        "--tta",
+        action="store_const",
+        const=True,
+        default=None,
+        help="mirroring test-time augmentation (default: off, or the model set's setting)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help=f"sliding-window step (default {DEFAULT_TILE_STEP}, or the model set's setting)",
+    )
+    p.add_argument(
+        "--classes",
+        choices=["native", "orgseg"],
+        default="native",
+        help="model sets: native (the set's own classes and ids, e.g. TotalSegmentator's "
+        "117) or orgseg (mapped onto the organ catalog: lobes -> lungs, left/right merged)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -558,14 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CT file, DICOM series folder, or a folder / s3:// prefix of many",
     )
     p.add_argument("-o", "--output", required=True, help="output folder or URL (<case>/...)")
-    p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     _add_segment_options(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("bulk", help="segment a whole archive: sharded, resumable, a manifest")
     p.add_argument("-i", "--input", help="archive folder or s3:// prefix")
     p.add_argument("-o", "--output", required=True, help="destination folder or s3:// prefix")
-    p.add_argument("--model", required=True, help="model folder or URL (models/strategy2)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument(
         "--index",
         help="series index to take instead of discovering the archive: CSV or Parquet, one "
@@ -600,8 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bulk)
 
     from orgseg.cli_eval import add_commands
+    from orgseg.cli_models import add_commands as add_model_commands
 
     add_commands(sub)
+    add_model_commands(sub)
 
     p = sub.add_parser(
         "sources",

@@ -103,11 +103,18 @@ def segment_one(
     ``loaded``: what :func:`load_ct` already returned for ``url`` (read ahead); else the
     scan is read with :func:`ct_rows` (an axial NIfTI stays on local disk, read a slab of
     rows at a time)."""
-    with nullcontext(loaded) if loaded is not None else ct_rows(url, series_uid=series_uid) as (
-        ct,
-        reorientation,
+    with (
+        nullcontext(loaded) if loaded is not None else ct_rows(url, series_uid=series_uid) as (
+            ct,
+            reorientation,
+        )
     ):
-        seg = segment_volume(model, ct, engine, progress=progress)
+        from orgseg.inference.model_set import ModelSet
+
+        if isinstance(model, ModelSet):  # several parts, one read and one body contour
+            seg = model.segment(ct, engine, progress=progress)
+        else:
+            seg = segment_volume(model, ct, engine, progress=progress)
         write_case_outputs(
             case_url,
             labels=seg.labels,
@@ -118,6 +125,8 @@ def segment_one(
             options=outputs,
             dicom_url=url if is_dicom else None,
             case_id=case_id,
+            organ_masks=seg.organ_masks,
+            model_info=model.description if isinstance(model, ModelSet) else None,
         )
     return seg
 
@@ -198,13 +207,13 @@ def run_segment(
     outputs: OutputOptions,
 ) -> BatchSummary:
     """Discover the inputs, load the model once (staged locally if remote), segment all."""
-    from orgseg.inference.model import SegmentationModel
+    from orgseg.inference.model_set import load_model
     from orgseg.io import local_copy
 
     cases = discover_inputs(input_url)
     log.info("segment: %d case(s) from %s", len(cases), input_url)
     with local_copy(model_url) as model_dir:
-        model = SegmentationModel(model_dir, model_options)
+        model = load_model(model_dir, model_options)
         return segment_batch(
             cases,
             output_url,

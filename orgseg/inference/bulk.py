@@ -190,11 +190,11 @@ def _worker_case(case: BulkCase, dest: str, options: BulkOptions) -> dict:
 
 
 def _load_model(model_url: str, model_options):
-    from orgseg.inference.model import SegmentationModel
+    from orgseg.inference.model_set import load_model
     from orgseg.io import local_copy
 
     with local_copy(model_url) as model_dir:
-        return SegmentationModel(model_dir, model_options)
+        return load_model(model_dir, model_options)
 
 
 def pending_cases(

@@ -72,6 +72,9 @@ class Segmentation:
     fold_voxels: dict[int, tuple[int, ...]] | None = None
     #: output label id -> each pair of folds' overlap ((0, 1), (0, 2), ..., (1, 2) order)
     fold_overlaps: dict[int, tuple[int, ...]] | None = None
+    #: per organ its own (unfused, possibly overlapping) mask, when a model set of binary
+    #: parts made the label map; the per-organ outputs are written from these
+    organ_masks: dict[str, PackedMask] | None = None
 
     @property
     def body(self) -> np.ndarray | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from orgseg.errors import DataContractError
+from orgseg.inference.options import DEFAULT_TILE_STEP
 from orgseg.nnunet.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,15 @@ MODEL_INFO = "orgseg_model.json"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelOptions:
-    folds: tuple[int, ...] | None = None  # None: every trained fold
+    folds: tuple[int, ...] | None = None  # None: every trained fold (or the set's folds)
     device: str = "cpu"
-    use_mirroring: bool = False
-    tile_step_size: float = 0.5
+    #: test-time mirroring (None: off, or the model set's own setting)
+    use_mirroring: bool | None = None
+    #: sliding-window step (None: DEFAULT_TILE_STEP, or the model set's own setting)
+    tile_step_size: float | None = None
     threads: int | None = None
+    #: model sets: "native" (the set's own classes) or "orgseg" (the organ catalog)
+    classes: str = "native"
 
 
 class SegmentationModel:
@@ -52,8 +57,10 @@ class SegmentationModel:
             model_dir,
             folds=options.folds,
             device=options.device,
-            use_mirroring=options.use_mirroring,
-            tile_step_size=options.tile_step_size,
+            use_mirroring=bool(options.use_mirroring),
+            tile_step_size=DEFAULT_TILE_STEP
+            if options.tile_step_size is None
+            else options.tile_step_size,
         )
         info_file = model_dir / MODEL_INFO
         self.info: dict = json.loads(info_file.read_text()) if info_file.exists() else {}

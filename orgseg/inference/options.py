@@ -8,6 +8,9 @@ from typing import Literal
 
 from orgseg.errors import ConfigError
 
+#: a model folder's sliding-window step when neither the user nor a model set says
+DEFAULT_TILE_STEP = 0.5
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineOptions:

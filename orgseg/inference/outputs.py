@@ -91,8 +91,12 @@ def write_case_outputs(
     options: OutputOptions,
     dicom_url: str | None = None,
     case_id: str = "",
+    organ_masks: Mapping[str, PackedMask] | None = None,
+    model_info: Mapping[str, object] | None = None,
 ) -> list[str]:
-    """Write one case's outputs (all or none); return their URLs."""
+    """Write one case's outputs (all or none); return their URLs. ``organ_masks``: each
+    organ's own mask for the per-organ files (binary model sets: unfused, overlaps kept);
+    ``model_info``: what the statistics record about the model (a model set's merge)."""
     written: list[str] = []
     try:
         if "nifti" in options.output_types:
@@ -103,11 +107,15 @@ def write_case_outputs(
             else:
                 for organ, lid in label_ids.items():
                     url = join_url(case_url, f"{organ}.nii.gz")
-                    save_like((labels == lid).astype(np.uint8), reorientation, url)
+                    own = organ_masks.get(organ) if organ_masks else None
+                    mask = own.unpack() if own is not None else labels == lid
+                    save_like(mask.astype(np.uint8), reorientation, url)
                     written.append(url)
         if options.statistics:
             url = join_url(case_url, "statistics.json")
             stats = case_statistics(labels, ct, body, label_ids)
+            if model_info:
+                stats["model"] = dict(model_info)
             write_bytes(url, json.dumps(stats, indent=2).encode())
             written.append(url)
         if options.preview:

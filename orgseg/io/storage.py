@@ -266,7 +266,11 @@ def atomic_local_path(url: str) -> Iterator[str]:
 
 
 #: file names committed last when a folder is synced up (readers trust only these)
-MARKER_NAMES: tuple[str, ...] = ("orgseg_unit.json", "splits_final.json", "orgseg_model.json")
+#: an installed model set's manifest (orgseg.models.store)
+MODEL_SET_MANIFEST = "orgseg_model_set.json"
+MARKER_NAMES: tuple[str, ...] = (
+    "orgseg_unit.json", "splits_final.json", "orgseg_model.json", MODEL_SET_MANIFEST,
+)  # fmt: skip
 
 
 def configure_storage(storage: object | None) -> None:

@@ -4,9 +4,13 @@ The streamed engine needs a folder's plans, labels and one network per fold. Rea
 through ``nnUNetPredictor`` costs a process ~250 MB before any voxel (its import pulls
 pandas and nnU-Net's trainers; the trainer lookup imports every trainer module) and
 seconds per model. Here the plans and ``dataset.json`` are read as JSON and the networks
-are built from the plans as nnU-Net's default trainer builds them. Folders this cannot
-build the same way (another trainer class, pre-``architecture`` plans, cascades) report
-``lean = False``; their networks then come from nnU-Net's own predictor.
+are built from the plans as nnU-Net's default trainer builds them: for ``nnUNetTrainer``
+and the variants that keep its network (``NoMirroring``, ``_<N>epochs``, the ``DA5``
+augmentations: the published TotalSegmentator and MOOSE models, whose trainer names
+nnU-Net itself may not ship). Plans written before nnU-Net's ``architecture`` key are
+completed as nnU-Net completes them. Folders this cannot build (a trainer with its own
+network, cascades) report ``lean = False``, and weights that do not load strictly raise
+:class:`WeightsMismatchError`; their networks then come from nnU-Net's own predictor.
 
 nnU-Net's geometric rules the engine reproduces (the model-grid shape, when z is resampled
 separately, the tiles' Gaussian weights) are here too; tests check them against nnU-Net.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +29,25 @@ import numpy as np
 
 from orgseg.errors import DataContractError
 
-#: the one trainer whose networks are built here (orgseg trains with it)
+#: the trainer orgseg trains with
 DEFAULT_TRAINER = "nnUNetTrainer"
+#: trainer names whose network is nnU-Net's default one (they change the epochs, the
+#: mirroring or the augmentation, not the network): nnUNetTrainer, nnUNetTrainerNoMirroring,
+#: nnUNetTrainer_4000epochs_NoMirroring, nnUNetTrainer_2000_epochs_DA5NoMirroring,
+#: nnUNetTrainerDA5, nnUNetTrainer_DASegOrd0, ...
+DEFAULT_NETWORK_TRAINERS = re.compile(
+    r"^nnUNetTrainer(_?\d+_?epochs)?(_?(NoMirroring|DA5|DA5ord0|DA5Segord0|DASegOrd0))*$",
+    re.IGNORECASE,
+)
+#: network classes of pre-``architecture`` plans (``UNet_class_name``) and their modules
+LEGACY_NETWORKS = {
+    "PlainConvUNet": ("dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                      "n_conv_per_stage"),
+    "ResidualEncoderUNet": (
+        "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet",
+        "n_blocks_per_stage",
+    ),
+}  # fmt: skip
 #: nnU-Net's anisotropy threshold (``nnunetv2.configuration.ANISO_THRESHOLD``)
 ANISO_THRESHOLD = 3.0
 
@@ -74,12 +96,64 @@ class FolderPlan:
 
     @property
     def lean(self) -> bool:
-        """Whether :func:`build_networks` builds the networks exactly as nnU-Net would."""
+        """Whether :func:`build_networks` builds the networks as nnU-Net would (a strict
+        load of the weights then confirms it)."""
         return (
-            self.trainer_name == DEFAULT_TRAINER
+            DEFAULT_NETWORK_TRAINERS.match(self.trainer_name) is not None
             and "architecture" in self.configuration
             and self.configuration.get("previous_stage") is None
         )
+
+
+def with_architecture(configuration: dict) -> dict:
+    """A configuration of plans written before nnU-Net's ``architecture`` key, completed
+    the way nnU-Net's ``ConfigurationManager`` completes it (a plain or residual U-Net
+    from ``UNet_class_name`` and the per-stage fields); others are returned as they are."""
+    if "architecture" in configuration or "UNet_class_name" not in configuration:
+        return configuration
+    name = configuration["UNet_class_name"]
+    if name not in LEGACY_NETWORKS:
+        raise DataContractError(
+            f"old-format plans name the network {name!r}; only {sorted(LEGACY_NETWORKS)} can "
+            "be rebuilt from them (rerun nnUNetv2_plan_experiment for this dataset)"
+        )
+    network, blocks_key = LEGACY_NETWORKS[name]
+    dim = len(configuration["patch_size"])
+    n_stages = len(configuration["n_conv_per_stage_encoder"])
+    base, top = configuration["UNet_base_num_features"], configuration["unet_max_num_features"]
+    conv = "torch.nn.modules.conv.Conv3d" if dim == 3 else "torch.nn.modules.conv.Conv2d"
+    norm = (
+        "torch.nn.modules.instancenorm.InstanceNorm3d"
+        if dim == 3
+        else "torch.nn.modules.instancenorm.InstanceNorm2d"
+    )
+    legacy = (
+        "UNet_class_name", "UNet_base_num_features", "n_conv_per_stage_encoder",
+        "n_conv_per_stage_decoder", "num_pool_per_axis", "pool_op_kernel_sizes",
+        "conv_kernel_sizes", "unet_max_num_features",
+    )  # fmt: skip
+    out = {k: v for k, v in configuration.items() if k not in legacy}
+    out["architecture"] = {
+        "network_class_name": network,
+        "arch_kwargs": {
+            "n_stages": n_stages,
+            "features_per_stage": [min(base * 2**i, top) for i in range(n_stages)],
+            "conv_op": conv,
+            "kernel_sizes": configuration["conv_kernel_sizes"],
+            "strides": configuration["pool_op_kernel_sizes"],
+            blocks_key: configuration["n_conv_per_stage_encoder"],
+            "n_conv_per_stage_decoder": configuration["n_conv_per_stage_decoder"],
+            "conv_bias": True,
+            "norm_op": norm,
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+    return out
 
 
 def _resolved(configurations: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
@@ -122,7 +196,7 @@ def read_folder(model_dir: Path, first_fold: int, checkpoint: str) -> FolderPlan
     return FolderPlan(
         model_dir=model_dir,
         configuration_name=name,
-        configuration=_resolved(plans["configurations"], name),
+        configuration=with_architecture(_resolved(plans["configurations"], name)),
         transpose_forward=tuple(plans["transpose_forward"]),
         transpose_backward=tuple(plans["transpose_backward"]),
         intensity_properties=dict(props.get("0", {})),
@@ -135,8 +209,14 @@ def read_folder(model_dir: Path, first_fold: int, checkpoint: str) -> FolderPlan
     )
 
 
+class WeightsMismatchError(DataContractError):
+    """A checkpoint's weights do not load strictly into the network built from the plans
+    (the trainer changed the network): nnU-Net's own predictor must build it."""
+
+
 def build_networks(plan: FolderPlan, folds: Sequence[int], checkpoint: str, device) -> list:
-    """One network per fold with its weights, in eval mode on ``device`` (lean plans only)."""
+    """One network per fold with its weights, in eval mode on ``device`` (lean plans only).
+    Raises :class:`WeightsMismatchError` when the weights do not load strictly."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     if not plan.lean:
@@ -157,7 +237,15 @@ def build_networks(plan: FolderPlan, folds: Sequence[int], checkpoint: str, devi
             deep_supervision=False,
         )
         ckpt = load_checkpoint(plan.model_dir / f"fold_{fold}" / checkpoint)
-        net.load_state_dict(ckpt["network_weights"])
+        try:
+            net.load_state_dict(ckpt["network_weights"])
+        except RuntimeError as exc:  # missing, unexpected or reshaped tensors
+            lines = str(exc).strip().splitlines()
+            first = lines[1].strip() if len(lines) > 1 else lines[0]
+            raise WeightsMismatchError(
+                f"{plan.model_dir} fold {fold}: trainer {plan.trainer_name}'s weights do not "
+                f"fit the network its plans describe ({first})"
+            ) from None
         del ckpt
         nets.append(net.to(device).eval())
     return nets

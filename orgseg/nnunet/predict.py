@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,7 +15,9 @@ from orgseg.nnunet.env import nnunet_output_to_log
 from orgseg.nnunet.export import slab_export_mode
 from orgseg.nnunet.folder import (
     FolderPlan,
+    WeightsMismatchError,
     build_networks,
+    load_checkpoint,
     patch_extent_mm,
     read_folder,
     scan_spacing_mm,
@@ -70,8 +73,11 @@ class Predictor:
         if self.plan.lean:
             import torch
 
-            self._nets = build_networks(self.plan, folds, checkpoint, torch.device(device))
-        else:
+            try:
+                self._nets = build_networks(self.plan, folds, checkpoint, torch.device(device))
+            except WeightsMismatchError as exc:
+                log.info("%s; loading it with nnU-Net's own predictor", exc)
+        if self._nets is None:
             self._stock = self._stock_from_folder()
         # a model trained with nnU-Net's ignore label predicts every label but that one
         self.labels: dict[str, int] = {
@@ -102,11 +108,57 @@ class Predictor:
         )
 
     def _stock_from_folder(self):  # noqa: ANN202 - nnU-Net's predictor
-        stock = self._new_stock()
-        with nnunet_output_to_log():
-            stock.initialize_from_trained_model_folder(
-                str(self.model_dir), use_folds=self.folds, checkpoint_name=self._checkpoint
-            )
+        """nnU-Net's predictor with the network its trainer class builds (a trainer with
+        its own network), as ``initialize_from_trained_model_folder`` does, but finding
+        the trainer without failing on unrelated trainer modules whose optional
+        dependencies do not import here."""
+        import inspect
+
+        import torch
+        from nnunetv2.utilities.label_handling.label_handling import (
+            determine_num_input_channels,
+        )
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        plan = self.plan
+        try:
+            trainer = find_trainer_class(plan.trainer_name)
+            plans = PlansManager(copy.deepcopy(plan.plans))
+            conf = plans.get_configuration(plan.configuration_name)
+            n_in = determine_num_input_channels(plans, conf, plan.dataset)
+            n_out = plans.get_label_manager(plan.dataset).num_segmentation_heads
+            if "plans_manager" in inspect.signature(trainer.build_network_architecture).parameters:
+                net = trainer.build_network_architecture(
+                    plans, conf, n_in, n_out, enable_deep_supervision=False
+                )
+            else:
+                net = trainer.build_network_architecture(
+                    conf.network_arch_class_name, conf.network_arch_init_kwargs,
+                    conf.network_arch_init_kwargs_req_import, n_in, n_out,
+                    enable_deep_supervision=False,
+                )  # fmt: skip
+            weights = []
+            for fold in self.folds:
+                ckpt = load_checkpoint(self.model_dir / f"fold_{fold}" / self._checkpoint)
+                weights.append(ckpt["network_weights"])
+            net.load_state_dict(weights[0])
+            stock = self._new_stock()
+            with nnunet_output_to_log():
+                stock.manual_initialization(
+                    net.to(torch.device(self.device)), plans, conf, weights,
+                    copy.deepcopy(plan.dataset), plan.trainer_name, plan.mirror_axes,
+                )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - nnU-Net raises anything here
+            raise DataContractError(
+                f"{self.model_dir}: neither orgseg nor nnU-Net can load this folder (trainer "
+                f"{plan.trainer_name}, network "
+                f"{plan.configuration.get('architecture', {}).get('network_class_name', '?')}, "
+                f"configuration {plan.configuration_name}; nnU-Net said: "
+                f"{type(exc).__name__}: {str(exc).strip()[:200]}). Supported: nnU-Net v2 "
+                "folders of nnUNetTrainer or a variant that keeps its network "
+                "(NoMirroring, _<N>epochs, DA5), or a trainer class installed in nnU-Net's "
+                "nnunetv2.training.nnUNetTrainer package"
+            ) from None
         return stock
 
     @property
@@ -114,8 +166,6 @@ class Predictor:
         """nnU-Net's ``nnUNetPredictor`` holding the loaded folds, built on first use from
         what is already in memory (the folder is not read again)."""
         if self._stock is None:
-            import copy
-
             from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
             assert self._nets is not None
@@ -253,11 +303,33 @@ class Predictor:
         return np.asarray(probs, dtype=np.float32)
 
 
+def find_trainer_class(name: str) -> type:
+    """The trainer class called ``name`` in nnU-Net's trainer package (what nnU-Net's
+    ``recursive_find_trainer_class_by_name`` finds), skipping modules that fail to import
+    (a variant whose optional dependency is missing must not hide every other trainer)."""
+    import importlib
+    import pkgutil
+
+    import nnunetv2.training.nnUNetTrainer as package
+
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            module = importlib.import_module(info.name)
+        except Exception as exc:  # noqa: BLE001 - any import failure of an unrelated variant
+            log.debug("trainer module %s does not import: %s", info.name, exc)
+            continue
+        found = getattr(module, name, None)
+        if isinstance(found, type):
+            return found
+    raise DataContractError(
+        f"no trainer class {name!r} in nnU-Net's nnunetv2.training.nnUNetTrainer package; "
+        "install the package that defines it"
+    )
+
+
 def _stock_fold_networks(p) -> list:  # noqa: ANN001 - nnU-Net's predictor
     """One network per fold from nnU-Net's predictor (which keeps one network and loads
     each fold's weights into it per scan)."""
-    import copy
-
     from torch._dynamo import OptimizedModule
 
     base = p.network._orig_mod if isinstance(p.network, OptimizedModule) else p.network

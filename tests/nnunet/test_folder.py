@@ -103,5 +103,13 @@ def test_heads_leave_out_the_ignore_label_and_other_trainers_are_not_lean():
         assert plan.n_heads == ref.num_segmentation_heads
         assert plan.has_regions == ref.has_regions
     assert _plan({"background": 0, "a": 1}).lean
-    assert not _plan({"background": 0, "a": 1}, trainer="nnUNetTrainerDA5").lean
+    for variant in (
+        "nnUNetTrainerNoMirroring",
+        "nnUNetTrainer_4000epochs_NoMirroring",
+        "nnUNetTrainer_2000_epochs_DA5NoMirroring",
+        "nnUNetTrainerDA5",
+    ):
+        assert _plan({"background": 0, "a": 1}, trainer=variant).lean, variant
+    for other in ("nnUNetTrainerUMamba", "MyTrainer", "nnUNetTrainerCascade"):
+        assert not _plan({"background": 0, "a": 1}, trainer=other).lean, other
     assert not _plan({"background": 0, "a": 1}, previous_stage="3d_lowres").lean

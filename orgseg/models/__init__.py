@@ -1,0 +1,1 @@
+"""Published model sets: the registry (data), the models folder (install, check)."""
