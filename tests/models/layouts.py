@@ -100,15 +100,23 @@ def derive_part(
     return target
 
 
-def totalsegmentator_parts(model_dir: Path, root: Path, registry_entry) -> list[Path]:  # noqa: ANN001
+def totalsegmentator_parts(
+    model_dir: Path,
+    root: Path,
+    registry_entry,  # noqa: ANN001 - a ModelSetEntry
+    keep: Sequence[set[int]] = TS_KEEP,
+) -> list[Path]:
     """The five ``total`` parts as TotalSegmentator's weights folder holds them (class
-    names from the registry entry's per-part tables, legacy plans, NoMirroring)."""
+    names from the registry entry's per-part tables, legacy plans, NoMirroring); part i
+    predicts only the phantom model's classes ``keep[i]``."""
+    dataset = json.loads((model_dir / "dataset.json").read_text())
+    n = len(dataset["labels"]) - 1
     out = []
-    for part, keep, entry_part in zip(TS_PARTS, TS_KEEP, registry_entry.parts, strict=True):
+    for part, kept, entry_part in zip(TS_PARTS, keep, registry_entry.parts, strict=True):
         folder = root / part / "nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres"
         derive_part(
             model_dir, folder, trainer="nnUNetTrainerNoMirroring",
-            names=list(entry_part.labels[:4]), keep=keep, legacy=True, mirroring=False,
+            names=list(entry_part.labels[:n]), keep=set(kept), legacy=True, mirroring=False,
         )  # fmt: skip
         out.append(folder)
     return out
