@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orgseg.errors import ConfigError
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     from orgseg.models.registry import model_registry
@@ -15,12 +17,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list(registry, root)
     if not args.name:
-        raise argparse.ArgumentTypeError(f"orgseg models {args.action} needs a model set NAME")
+        raise ConfigError(
+            f"orgseg models {args.action} needs a model set NAME (orgseg models list)"
+        )
     if args.action == "fetch":
         return _fetch(registry, args.name, root)
     if args.action == "import":
         if not args.path:
-            raise argparse.ArgumentTypeError("orgseg models import needs NAME and PATH")
+            raise ConfigError(
+                "orgseg models import needs NAME and PATH (the folder or zip fetched by hand)"
+            )
         from orgseg.models.store import import_set
 
         result = import_set(registry, args.name, args.path, root, allow_missing=args.partial)

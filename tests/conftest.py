@@ -60,6 +60,20 @@ def phantom_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ts_weights(phantom_model_dir, tmp_path_factory) -> Path:
+    """TotalSegmentator's weights folder layout: the five ``total`` parts built from the
+    phantom model (tests/models/layouts.py)."""
+    from orgseg.models.registry import model_registry
+    from tests.models import layouts
+
+    root = tmp_path_factory.mktemp("ts_weights")
+    layouts.totalsegmentator_parts(
+        phantom_model_dir, root, model_registry()["totalsegmentator-total"]
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
 def public_releases(tmp_path_factory):
     """Replicas of every public release layout the registry knows (tests/sources/replicas.py):
     (data root, {registry name: Replica})."""

@@ -67,6 +67,18 @@ def _part_names(model: SegmentationModel, labels: tuple[str, ...] | str, folder:
     return names[: model.n_classes - 1]
 
 
+def _check_grid(model: SegmentationModel, resample_mm: float | None, folder: str) -> None:
+    spacing = model.predictor.spacing_mm
+    if resample_mm is None:
+        return
+    if any(abs(s - resample_mm) > 0.01 * resample_mm for s in spacing):
+        log.warning(
+            "part %s predicts on a %s mm grid, its set's authors on %g mm: nnU-Net's "
+            "resampling to the part's own plans is used",
+            folder, "x".join(f"{s:g}" for s in spacing), resample_mm,
+        )  # fmt: skip
+
+
 class ModelSet:
     """An installed model set (``orgseg models fetch/import``), loaded once."""
 
@@ -96,6 +108,7 @@ class ModelSet:
         for info in manifest["parts"]:
             part = by_pattern[info["pattern"]]
             model = SegmentationModel(set_dir / info["folder"], part_options)
+            _check_grid(model, settings.resample_mm, info["folder"])
             names = _part_names(model, part.labels, info["folder"])
             if part.organ is not None:
                 names = [part.organ] if len(names) == 1 else names

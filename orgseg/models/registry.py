@@ -42,7 +42,9 @@ class InferenceSettings:
     folds: tuple[int, ...] | None = None
     #: test-time mirroring (only where the checkpoint allows it)
     mirroring: bool = False
-    #: the grid the authors predict on (informational: nnU-Net's plans give the same)
+    #: the isotropic grid the authors resample to before nnU-Net (TotalSegmentator: 1.5);
+    #: orgseg lets nnU-Net's own resampling to the plans' spacing do it, and warns when a
+    #: part's plans predict on another grid
     resample_mm: float | None = None
     #: the voxel order the networks were trained on: "LPS" (orgseg's canonical frame, as
     #: SimpleITK reads an LPS file: nnU-Net's own readers) or "RAS" (nibabel's closest

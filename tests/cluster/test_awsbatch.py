@@ -336,3 +336,64 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     assert len(after) == 6 and all(after[u] == b for u, b in before.items())
     summary = json.loads(read_bytes(f"{dest}/summary.json"))
     assert summary["done"] == 6 and summary["pending"] == 0
+
+
+def test_bulk_on_batch_with_a_model_set_loads_each_part_once_per_task(
+    batch_run, ts_weights, tmp_path, monkeypatch
+):
+    """A model set installed under an s3:// ORGSEG_MODELS, bulk-segmented on Batch: each
+    shard task stages the set and builds each of its five parts once for all its cases."""
+    from orgseg.core.volume import Volume
+    from orgseg.inference import model_set
+    from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
+    from orgseg.inference.model import ModelOptions
+    from orgseg.io import write_volume
+    from orgseg.models.store import resolve_model
+    from orgseg.orchestrate.awsbatch import submit_bulk_batch
+    from orgseg.orchestrate.bulk import bulk_resources
+    from orgseg.phantoms import make_phantom
+
+    _, config, _ = batch_run
+    monkeypatch.setenv("ORGSEG_MODELS", "s3://orgseg-test/models")
+    assert main(["models", "import", "totalsegmentator-total", str(ts_weights)]) == 0
+    model_url = resolve_model("totalsegmentator-total")
+    assert model_url == "s3://orgseg-test/models/totalsegmentator-total"
+    archive, dest = "s3://orgseg-test/set-archive", "s3://orgseg-test/set-out"
+    for i in range(4):
+        ph = make_phantom(shape=(40, 56, 56), spacing_mm=(8.0, 7.5, 7.5), seed=320 + i)
+        write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), f"{archive}/ph_{i}.nii.gz")
+    write_plan(dest, discover_archive(archive))
+    client = batch_client(config.cluster.batch)
+    calls = _capture(client)
+    submit_bulk_batch(
+        dest,
+        model_url=model_url,
+        model_options=ModelOptions(classes="native"),
+        options=BulkOptions(shards=2),
+        resources=bulk_resources(str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml")),
+        batch=config.cluster.batch,
+        storage_endpoint=config.storage.endpoint_url,
+        client=client,
+    )
+    shards, final = calls
+    built: list[str] = []
+
+    class Counted(model_set.SegmentationModel):
+        def __init__(self, model_dir, options=None) -> None:  # noqa: ANN001
+            built.append(Path(model_dir).parent.name)
+            super().__init__(model_dir, options)
+
+    monkeypatch.setattr(model_set, "SegmentationModel", Counted)
+    for index in (0, 1):
+        monkeypatch.setenv(ARRAY_INDEX_ENV, str(index))
+        before = len(built)
+        assert main(shards["containerOverrides"]["command"][1:]) == 0
+        assert len(built) - before == 5  # five parts, once each, for the shard's two cases
+    assert main(final["containerOverrides"]["command"][1:]) == 0
+    summary = json.loads(read_bytes(f"{dest}/summary.json"))
+    assert summary["done"] == 4 and summary["failed"] == 0
+    stats = json.loads(read_bytes(f"{dest}/ph_0/statistics.json"))
+    assert stats["model"]["model_set"] == "totalsegmentator-total"
+    assert stats["model"]["classes"] == "native"
+    assert len(stats["organs"]) == 117  # TotalSegmentator's classes, under their own names
+    assert stats["organs"]["kidney_right"]["volume_ml"] > 0  # part 1's one class here

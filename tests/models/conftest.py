@@ -6,19 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from orgseg.models.registry import model_registry
-from tests.models import layouts
-
-
-@pytest.fixture(scope="session")
-def ts_weights(phantom_model_dir, tmp_path_factory) -> Path:
-    """TotalSegmentator's weights folder layout, five parts built from the phantom model."""
-    root = tmp_path_factory.mktemp("ts_weights")
-    layouts.totalsegmentator_parts(
-        phantom_model_dir, root, model_registry()["totalsegmentator-total"]
-    )
-    return root
-
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves files from ``root`` with HTTP Range support; ``cut_after`` bytes into the

@@ -50,9 +50,13 @@ def _stock_ras(folder: Path, ct: np.ndarray, spacing, **kw) -> np.ndarray:  # no
     return stock_labels(stock_predictor(folder, **kw), flipped, spacing)[:, ::-1, ::-1]
 
 
-def test_totalsegmentator_layout_equals_stock_nnunet_merged_by_overwrite(ts_set, unseen):
+def test_totalsegmentator_layout_equals_stock_nnunet_merged_by_overwrite(
+    ts_set, unseen, caplog
+):
     entry = model_registry()["totalsegmentator-total"]
     model = ModelSet(ts_set)
+    # the phantom parts predict on 8x7.5x7.5 mm, TotalSegmentator's on its 1.5 mm
+    assert caplog.text.count("its set's authors on 1.5 mm") == 5
     assert model.native == {name: i + 1 for i, name in enumerate(entry.classes)}  # 117 ids
     assert all(p.model.predictor.plan.lean for p in model.parts)  # legacy plans, NoMirroring
     ct = Volume(unseen.ct_hu, spacing_mm=unseen.spacing_mm)

@@ -136,3 +136,24 @@ def test_resolve_model_names_installed_sets_and_says_how_to_install(ts_weights, 
     import_set(model_registry(), "totalsegmentator-total", ts_weights, models, allow_missing=False)
     assert resolve_model("totalsegmentator-total", models) == f"{models}/totalsegmentator-total"
     assert resolve_model("runs/x/models/strategy2", models) == "runs/x/models/strategy2"
+
+
+def test_models_cli_lists_installs_and_checks(ts_weights, tmp_path, monkeypatch, capsys):
+    from orgseg.cli import main
+
+    monkeypatch.setenv("ORGSEG_MODELS", str(tmp_path / "models"))
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "totalsegmentator-total" in listed and "Apache-2.0" in listed
+    assert "totalsegmentator-total-fast" in listed and "moose-clin-ct-organs" in listed
+    assert main(["models", "check"]) == 2  # no NAME: a one-line error, not a traceback
+    assert "needs a model set NAME" in capsys.readouterr().err
+    assert main(["models", "import", "totalsegmentator-total", str(ts_weights)]) == 0
+    assert "installed totalsegmentator-total: 5 part(s)" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith("totalsegmentator-total "))  # fmt: skip
+    assert "installed" in line
+    assert main(["models", "check", "totalsegmentator-total"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok      ") == 5 and "lean" in out and "5 of 5 part(s) ok" in out
