@@ -135,3 +135,111 @@ def cubic_rows(block: np.ndarray, positions: np.ndarray) -> np.ndarray:
     for k, w in enumerate(weights):
         out += w.reshape(shape) * coef[np.clip(i - 1 + k, 0, last)]
     return out
+
+
+# --- scipy.ndimage.zoom's grid (corner-aligned), as TotalSegmentator resamples ---------
+
+
+def corner_coords(n_in: int, n_out: int) -> np.ndarray:
+    """Input coordinate of each output index on ``scipy.ndimage.zoom``'s grid
+    (``grid_mode=False``): the first and last samples of both grids coincide.
+
+    >>> corner_coords(3, 5).tolist()
+    [0.0, 0.5, 1.0, 1.5, 2.0]
+    """
+    if n_in < 1 or n_out < 1:
+        raise DataContractError(f"expected positive sizes, got n_in={n_in}, n_out={n_out}")
+    if n_out == 1:
+        return np.zeros(1)
+    return np.arange(n_out) * ((n_in - 1) / (n_out - 1))
+
+
+def _corner_matrix(n_in: int, n_out: int) -> np.ndarray:
+    c = corner_coords(n_in, n_out)
+    i0 = np.minimum(np.floor(c).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = c - i0
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), 1.0 - w)
+    np.add.at(m, (rows, i1), w)
+    return m
+
+
+def zoom_linear(
+    volume,  # noqa: ANN001 - an array or a read-only array of rows (ScanRows)
+    out_shape: tuple[int, int, int],
+    *,
+    dtype: type = np.int16,
+    slab_rows: int = 16,
+) -> np.ndarray:
+    """``volume`` resized to ``out_shape`` by linear interpolation on scipy's zoom grid,
+    truncated to ``dtype`` (``scipy.ndimage.zoom(order=1, mode="nearest")`` followed by
+    ``astype``), reading the input a few rows at a time.
+
+    >>> v = np.array([[[0, 10]], [[20, 30]]], dtype=np.int16)
+    >>> zoom_linear(v, (3, 1, 3), dtype=np.float32)[:, 0].tolist()
+    [[0.0, 5.0, 10.0], [10.0, 15.0, 20.0], [20.0, 25.0, 30.0]]
+    """
+    n_z, n_y, n_x = (int(s) for s in volume.shape)
+    cz = corner_coords(n_z, out_shape[0])
+    z0 = np.minimum(np.floor(cz).astype(np.int64), n_z - 1)
+    z1 = np.minimum(z0 + 1, n_z - 1)
+    wz = cz - z0
+    ry = _corner_matrix(n_y, out_shape[1])
+    rx_t = _corner_matrix(n_x, out_shape[2]).T
+    out = np.empty(out_shape, dtype=dtype)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    for a in range(0, out_shape[0], slab_rows):
+        b = min(a + slab_rows, out_shape[0])
+        lo, hi = int(z0[a]), int(z1[b - 1]) + 1
+        rows = np.asarray(volume[lo:hi], dtype=np.float64)
+        w = wz[a:b, None, None]
+        planes = rows[z0[a:b] - lo] * (1.0 - w) + rows[z1[a:b] - lo] * w
+        res = np.matmul(np.matmul(ry, planes), rx_t)
+        if info is not None:
+            res = np.clip(np.trunc(res), info.min, info.max)
+        out[a:b] = res
+    return out
+
+
+def zoom_nearest(labels: np.ndarray, out_shape: tuple[int, int, int], *, slab_rows: int = 32):
+    """``labels`` resized to ``out_shape`` by nearest neighbour on scipy's zoom grid
+    (``scipy.ndimage.zoom(order=0, mode="nearest")``), a slab of output rows at a time.
+
+    >>> zoom_nearest(np.array([[[1, 2]], [[3, 4]]], np.uint8), (3, 1, 3))[:, 0].tolist()
+    [[1, 2, 2], [3, 4, 4], [3, 4, 4]]
+    """
+    taps = [
+        np.clip(np.floor(corner_coords(n, m) + 0.5), 0, n - 1).astype(np.int64)
+        for n, m in zip(labels.shape, out_shape, strict=True)
+    ]
+    out = np.empty(out_shape, dtype=labels.dtype)
+    for a in range(0, out_shape[0], slab_rows):
+        b = min(a + slab_rows, out_shape[0])
+        out[a:b] = labels[taps[0][a:b]][:, taps[1]][:, :, taps[2]]
+    return out
+
+
+def nearest_preimage(mask, grid_shape: tuple[int, int, int], *, slab_rows: int = 8) -> np.ndarray:  # noqa: ANN001
+    """The voxels of ``grid_shape`` that :func:`zoom_nearest` maps some voxel of ``mask``
+    from: a mask on the coarse grid whose nearest zoom back covers ``mask`` exactly where
+    it is set. (``mask``: a bool array, or anything with ``rows(a, b)``.)
+
+    >>> m = np.zeros((4, 1, 4), bool); m[1, 0, 1] = True
+    >>> nearest_preimage(m, (2, 1, 2))[:, 0].tolist()
+    [[True, False], [False, False]]
+    """
+    shape = tuple(int(s) for s in mask.shape)
+    taps = [
+        np.clip(np.floor(corner_coords(g, n) + 0.5), 0, g - 1).astype(np.int64)
+        for g, n in zip(grid_shape, shape, strict=True)
+    ]
+    out = np.zeros(grid_shape, dtype=bool)
+    rows = getattr(mask, "rows", None)
+    for a in range(0, shape[0], slab_rows):
+        b = min(a + slab_rows, shape[0])
+        slab = rows(a, b) if rows is not None else np.asarray(mask[a:b], dtype=bool)
+        iz, iy, ix = np.nonzero(slab)
+        out[taps[0][a + iz], taps[1][iy], taps[2][ix]] = True
+    return out

@@ -26,6 +26,7 @@ import numpy as np
 from orgseg.catalog import label_ids as catalog_ids
 from orgseg.core.body import PackedMask, body_mask
 from orgseg.core.fusion import fusion_order
+from orgseg.core.resample import nearest_preimage, zoom_linear, zoom_nearest
 from orgseg.core.volume import Volume
 from orgseg.errors import ConfigError, DataContractError
 from orgseg.inference.engine import Progress, Segmentation, segment_volume
@@ -176,6 +177,15 @@ class ModelSet:
                 lut[nid] = ids[organ_of[name]]  # type: ignore[index]
         return ids, lut
 
+    def _grid(self, ct: Volume) -> tuple[int, int, int] | None:
+        """The shape of ``ct`` on the authors' resampling grid (None: no resampling)."""
+        r = self.entry.inference.resample_mm
+        if r is None or all(abs(s - r) < 1e-6 for s in ct.spacing_mm):
+            return None
+        return tuple(  # type: ignore[return-value]
+            max(1, round(n * s / r)) for n, s in zip(ct.shape, ct.spacing_mm, strict=True)
+        )
+
     @property
     def description(self) -> Mapping[str, object]:
         """What the outputs record about the set (name, merge, fusion order)."""
@@ -194,16 +204,28 @@ class ModelSet:
         progress: Progress | None = None,
         body: PackedMask | None = None,
     ) -> Segmentation:
-        """Every part on ``ct``; one body contour for all of them."""
+        """Every part on ``ct``; one body contour for all of them. A set whose authors
+        resample first (``inference.resample_mm``) runs on the CT resampled as they do
+        (linear, on scipy's zoom grid, HU truncated to integers) and its labels come
+        back by nearest neighbour, as TotalSegmentator's own pipeline does."""
         t0 = time.perf_counter()
         if options.body_crop and body is None:
             body = body_mask(ct.array, spacing_mm=ct.spacing_mm, packed=True)  # type: ignore[assignment]
+        original, grid = ct, self._grid(ct)
+        work_body = body
+        if grid is not None:
+            r = float(self.entry.inference.resample_mm)  # type: ignore[arg-type]
+            ct = Volume(zoom_linear(ct.array, grid), spacing_mm=(r, r, r))
+            # the grid voxels the body's voxels come back from: inside the body, the
+            # labels are those of the uncropped run
+            work_body = PackedMask.pack(nearest_preimage(body, grid)) if body is not None else None
         ras = self.entry.inference.orientation == "RAS"
-        scan, scan_body = ct, body
+        scan, scan_body = ct, work_body
         if ras:  # the networks see the voxels in RAS order: y and x reversed
             scan = Volume(InPlaneFlip(ct.array), spacing_mm=ct.spacing_mm)  # type: ignore[arg-type]
-            if body is not None:
-                scan_body = PackedMask.pack(np.ascontiguousarray(body.unpack()[:, ::-1, ::-1]))
+            if work_body is not None:
+                flipped = work_body.unpack()[:, ::-1, ::-1]  # type: ignore[union-attr]
+                scan_body = PackedMask.pack(np.ascontiguousarray(flipped))
         merged = np.zeros(ct.shape, dtype=np.uint8)
         masks: dict[str, PackedMask] = {}
         mode = "stream"
@@ -224,6 +246,13 @@ class ModelSet:
                 _paint(merged, masks[organ], self.native[organ])
         if self._out_lut is not None:
             merged = _apply_lut(merged, self._out_lut)
+        if grid is not None:  # back onto the CT's own grid
+            merged = zoom_nearest(merged, original.shape)
+            masks = {o: PackedMask.pack(zoom_nearest(m.unpack(), original.shape))
+                     for o, m in masks.items()}  # fmt: skip
+            if body is not None:  # outside the body stays background, as without resampling
+                for a in range(0, merged.shape[0], 32):
+                    merged[a : a + 32][~body.rows(a, a + 32)] = 0
         return Segmentation(
             labels=merged,
             body_bits=body,

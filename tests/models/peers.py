@@ -23,15 +23,27 @@ TOTALSEGMENTATOR = Path(
 @dataclass(frozen=True, slots=True)
 class Measured:
     seconds: float
-    #: the largest sum of resident memory over the process and its children, sampled at 20 Hz
+    #: the largest proportional set size (PSS: shared pages split between the processes
+    #: sharing them) summed over the process and its children, sampled at 20 Hz
     peak_rss_mb: float
     output: str
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants, from /proc."""
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_pss_kb(pid: int) -> int:
+    """Memory of ``pid`` and its descendants (PSS, so a forked worker's pages shared with
+    its parent count once), from /proc."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -42,25 +54,24 @@ def _tree_rss_kb(pid: int) -> int:
             continue
         p = int(entry)
         children.setdefault(int(fields.get("PPid", "0").strip()), []).append(p)
-        rss[p] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += _pss_kb(p)
         todo += children.get(p, [])
     return total
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float = 3600) -> Measured:
-    """Run ``cmd`` as a fresh process; its wall time and the peak RSS of its process tree
-    (not ``ru_maxrss``, which a child inherits from a large parent at the fork)."""
+    """Run ``cmd`` as a fresh process; its wall time and the peak memory of its process
+    tree (not ``ru_maxrss``, which a child inherits from a large parent at the fork)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss_kb(proc.pid))
+        peak = max(peak, _tree_pss_kb(proc.pid))
         if time.perf_counter() - t0 > timeout_s:
             proc.kill()
             raise TimeoutError(f"{cmd[0]} ran past {timeout_s} s")

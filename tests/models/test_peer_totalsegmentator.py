@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.nnunet]
 def test_native_classes_agree_with_totalsegmentators_own_merged_output(
     ts_weights, tmp_path, monkeypatch
 ):
-    ph = make_phantom(shape=(144, 224, 224), spacing_mm=(1.5, 1.5, 1.5), seed=104)
+    # off TotalSegmentator's 1.5 mm grid: both resample it (the same field of view as a
+    # 144x224x224 scan at 1.5 mm)
+    ph = make_phantom(shape=(108, 280, 280), spacing_mm=(2.0, 1.2, 1.2), seed=104)
     ct = tmp_path / "ct.nii.gz"
     write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), str(ct))
     ts_out = tmp_path / "ts.nii.gz"
