@@ -188,7 +188,7 @@ def zoom_linear(
     wz = cz - z0
     ry = _corner_matrix(n_y, out_shape[1])
     rx_t = _corner_matrix(n_x, out_shape[2]).T
-    out = np.empty(out_shape, dtype=dtype)
+    out: np.ndarray = np.empty(out_shape, dtype=dtype)
     info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
     for a in range(0, out_shape[0], slab_rows):
         b = min(a + slab_rows, out_shape[0])
@@ -214,7 +214,7 @@ def zoom_nearest(labels: np.ndarray, out_shape: tuple[int, int, int], *, slab_ro
         np.clip(np.floor(corner_coords(n, m) + 0.5), 0, n - 1).astype(np.int64)
         for n, m in zip(labels.shape, out_shape, strict=True)
     ]
-    out = np.empty(out_shape, dtype=labels.dtype)
+    out: np.ndarray = np.empty(out_shape, dtype=labels.dtype)
     for a in range(0, out_shape[0], slab_rows):
         b = min(a + slab_rows, out_shape[0])
         out[a:b] = labels[taps[0][a:b]][:, taps[1]][:, :, taps[2]]
