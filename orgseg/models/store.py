@@ -223,7 +223,8 @@ def import_set(
     if not path.exists():
         raise DataContractError(f"{path} does not exist; give the folder or zip to import")
     with unpacked(path) as folder:
-        sha = {p.folder: sha256_file(path) for p in entry.parts} if path.is_file() else None
+        digest = sha256_file(path) if path.is_file() else None  # one archive, every part
+        sha = {p.folder: digest for p in entry.parts} if digest is not None else None
         return install_set(
             entry, [folder], root, origin={p.folder: str(path) for p in entry.parts},
             archive_sha256=sha, allow_missing=allow_missing,
