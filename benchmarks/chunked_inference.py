@@ -34,7 +34,6 @@ contour, such as organs "seen" in the table or air, become background by design 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -42,11 +41,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from whole_body import make_scan
+from whole_body import train_model as _train
 
 from orgseg.core.metrics import dice
-
-MODEL_SPACING_MM = (6.0, 6.0, 6.0)
-SCAN_SPACING_MM = (1.5, 0.8, 0.8)
 
 
 def rss_mb() -> float:
@@ -57,30 +55,8 @@ def rss_mb() -> float:
 
 def train_model(work: Path) -> Path:
     from orgseg.catalog import STRATEGY2_ORGANS
-    from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
 
-    config = PhantomModelConfig(
-        organs=tuple(STRATEGY2_ORGANS),
-        n_cases=8,
-        # the fields of view of the N=300 and N=600 scans (450 / 900 x 410 x 410 mm)
-        shapes=((75, 68, 68), (150, 68, 68)),
-        spacing_mm=MODEL_SPACING_MM,
-        features_scale=0.25,
-        patch_size=(64, 64, 64),
-        training=dataclasses.replace(PhantomModelConfig().training, epochs=12),
-    )
-    return train_phantom_model(work / "model_work", config)
-
-
-def make_scan(path: Path, n_slices: int) -> None:
-    from orgseg.core.volume import Volume
-    from orgseg.io import write_volume
-    from orgseg.phantoms import make_phantom
-
-    if path.exists():
-        return
-    ph = make_phantom(shape=(n_slices, 512, 512), spacing_mm=SCAN_SPACING_MM, seed=7)
-    write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), str(path))
+    return _train(work, STRATEGY2_ORGANS)
 
 
 def run_child(method: str, scan: str, model_dir: str, out: str, options: dict, queue) -> None:

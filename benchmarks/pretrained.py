@@ -27,7 +27,6 @@ min_dice >= 0.99.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -35,29 +34,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from whole_body import make_scan
+from whole_body import train_model as _train
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the release-layout builders live with the tests
 
-MODEL_SPACING_MM = (6.0, 6.0, 6.0)
-SCAN_SPACING_MM = (1.5, 0.8, 0.8)
-
 
 def train_model(work: Path) -> Path:
     from orgseg.phantoms import make_phantom
-    from orgseg.pipeline.phantom_model import PhantomModelConfig, train_phantom_model
 
-    carried = sorted(make_phantom(shape=(48, 64, 64)).label_ids)
-    config = PhantomModelConfig(
-        organs=tuple(carried),
-        n_cases=8,
-        shapes=((150, 68, 68), (75, 68, 68)),
-        spacing_mm=MODEL_SPACING_MM,
-        features_scale=0.25,
-        patch_size=(64, 64, 64),
-        training=dataclasses.replace(PhantomModelConfig().training, epochs=12),
-    )
-    return train_phantom_model(work / "model_work", config)
+    return _train(work, sorted(make_phantom(shape=(48, 64, 64)).label_ids))
 
 
 def build_set(model_dir: Path, work: Path) -> tuple[Path, Path]:
@@ -78,16 +65,6 @@ def build_set(model_dir: Path, work: Path) -> tuple[Path, Path]:
         import_set(model_registry(), "totalsegmentator-total", weights, str(models),
                    allow_missing=False)  # fmt: skip
     return weights, models
-
-
-def make_scan(path: Path, n_slices: int) -> None:
-    from orgseg.core.volume import Volume
-    from orgseg.io import write_volume
-    from orgseg.phantoms import make_phantom
-
-    if not path.exists():
-        ph = make_phantom(shape=(n_slices, 512, 512), spacing_mm=SCAN_SPACING_MM, seed=7)
-        write_volume(Volume(ph.ct_hu, spacing_mm=ph.spacing_mm), str(path))
 
 
 def main() -> None:
