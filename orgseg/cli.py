@@ -299,7 +299,8 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     configure_storage(storage)
     from orgseg.models.store import resolve_model
 
-    args.model = resolve_model(args.model)  # a set name: its installed folder's URL
+    if not args.dry_run:  # a plan needs the archive only; a run needs its model first
+        args.model = resolve_model(args.model)  # a set name: its installed folder's URL
     model_options, engine, outputs = _segment_options(args)
     # statistics feed the archive-wide table of organ volumes and mean HU
     outputs = dataclasses.replace(outputs, statistics=True)

@@ -143,6 +143,25 @@ def test_missing_input_is_one_clear_line(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
 
 
+def test_bulk_refuses_an_unknown_model_before_planning_but_a_dry_run_plans(tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setenv("ORGSEG_MODELS", str(tmp_path / "models"))
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    from orgseg.core.volume import Volume
+    from orgseg.io import write_volume
+
+    ct = Volume(np.full((4, 8, 8), -1000, np.int16), spacing_mm=(2.0, 1.0, 1.0))
+    write_volume(ct, str(archive / "case1.nii.gz"))
+    rc = main(["bulk", "-i", str(archive), "-o", str(out), "--model", "no-such-set"])
+    assert rc == 2
+    assert "neither a model folder nor a model set" in capsys.readouterr().err
+    assert not out.exists()  # nothing planned for a run that cannot start
+    rc = main(["bulk", "-i", str(archive), "-o", str(out), "--model", "no-such-set",
+               "--dry-run"])  # fmt: skip
+    assert rc == 0 and "1 to segment" in capsys.readouterr().out
+
+
 def test_sources_cli_lists_registry(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
