@@ -143,8 +143,9 @@ def test_missing_input_is_one_clear_line(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
 
 
-def test_bulk_refuses_an_unknown_model_before_planning_but_a_dry_run_plans(tmp_path, capsys,
-                                                                           monkeypatch):
+def test_bulk_refuses_an_unknown_model_before_planning_but_a_dry_run_plans(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("ORGSEG_MODELS", str(tmp_path / "models"))
     archive, out = tmp_path / "archive", tmp_path / "out"
     archive.mkdir()
