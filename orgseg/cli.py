@@ -258,20 +258,6 @@ def _discovery_progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
-def _profile_batch(profile: str | None):  # noqa: ANN202
-    """The ``cluster.batch`` section of a cluster profile (None: none given)."""
-    if not profile:
-        return None
-    import yaml
-
-    from orgseg.config import BatchConfig
-    from orgseg.configtools import load_dataclass
-
-    with open(profile) as f:
-        data = (yaml.safe_load(f) or {}).get("cluster", {}).get("batch")
-    return None if data is None else load_dataclass(BatchConfig, data, where=profile)
-
-
 def cmd_batch_bulk(args: argparse.Namespace) -> int:
     from orgseg.orchestrate.awsbatch import run_bulk_child
 
@@ -285,12 +271,11 @@ def cmd_batch_bulk(args: argparse.Namespace) -> int:
 def cmd_bulk(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from orgseg.config import StorageConfig
+    from orgseg.config import StorageConfig, load_cluster_profile
     from orgseg.inference import bulk
     from orgseg.inference.archive import cases_from_index
     from orgseg.inference.bulk_state import merge_discovery, write_discovery_part
     from orgseg.io.storage import configure_storage
-    from orgseg.orchestrate.bulk import bulk_resources
 
     if not args.input and not args.index:
         raise argparse.ArgumentTypeError("give the archive (-i) or its series index (--index)")
@@ -311,9 +296,12 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         workers=args.workers,
         retry_failed=args.retry_failed,
     )
-    resources = bulk_resources(args.profile)
+    profile = load_cluster_profile(args.profile)  # the defaults without one
+    resources = profile.resources("bulk")
     price = resources.price_per_task_hour
-    on_slurm_parts = args.executor == "slurm" and parts > 1 and not args.index
+    executor = args.executor or profile.executor  # the flags overrule the profile
+    jobs_dir = args.jobs_dir or profile.jobs_dir
+    on_slurm_parts = executor == "slurm" and parts > 1 and not args.index
     cases = None
     if args.index:
         cases = cases_from_index(args.index)
@@ -335,7 +323,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         return 0
     if cases is not None:
         bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
-    if args.executor == "slurm":
+    if executor == "slurm":
         from orgseg.orchestrate.bulk import submit_bulk
         from orgseg.orchestrate.slurm import wait_for_jobs
 
@@ -345,7 +333,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             model_options=model_options,
             options=options,
             resources=resources,
-            jobs_dir=args.jobs_dir,
+            jobs_dir=jobs_dir,
             storage=storage,
             discovery=(args.input, parts) if on_slurm_parts else None,
         )
@@ -356,11 +344,10 @@ def cmd_bulk(args: argparse.Namespace) -> int:
         if not args.wait:
             return 0
         wait_for_jobs(jobs, timeout_s=args.wait_timeout)
-    elif args.executor == "awsbatch":
-        from orgseg.config import BatchConfig
+    elif executor == "awsbatch":
         from orgseg.orchestrate.awsbatch import submit_bulk_batch
 
-        batch = _profile_batch(args.profile) or BatchConfig()
+        batch = profile.batch
         jobs = submit_bulk_batch(
             args.output,
             model_url=args.model,
@@ -466,6 +453,8 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from orgseg.config import EXECUTORS, ClusterConfig
+
     parser = argparse.ArgumentParser(
         prog="orgseg", description="Whole-body CT multi-organ segmentation on nnU-Net v2."
     )
@@ -554,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="run config YAML (see jobs/)")
     p.add_argument(
         "--executor",
-        choices=["local", "slurm", "awsbatch"],
+        choices=EXECUTORS,
         default=None,
         help="local: in this process; slurm: chained job arrays; awsbatch: chained Batch "
         "array jobs (default: cluster.executor)",
@@ -611,17 +600,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retry-failed", action="store_true", help="also redo cases committed as failed"
     )
-    p.add_argument("--executor", choices=["local", "slurm", "awsbatch"], default="local")
-    p.add_argument("--shards", type=int, default=1, help="Slurm array tasks (default 1)")
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="where the shards run (default: the profile's executor, else local)",
+    )
+    p.add_argument("--shards", type=int, default=1, help="array tasks (default 1)")
     p.add_argument("--workers", type=int, default=1, help="cases at once per task (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print what would run")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the tasks to end")
     p.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="seconds")
     p.add_argument(
-        "--profile", help="YAML with a cluster: section; its stages.bulk (or default) resources"
+        "--profile",
+        help="cluster profile (YAML file or URL with a cluster: section, e.g. "
+        "jobs/profiles/spot-gpu.yaml): its executor, jobs_dir, batch and the bulk "
+        "resources (stages.bulk merged onto default)",
     )
     p.add_argument(
-        "--jobs-dir", default="orgseg-jobs", help="submitit folder on a shared filesystem"
+        "--jobs-dir",
+        help="submitit folder on a shared filesystem (default: the profile's, else "
+        f"{ClusterConfig().jobs_dir})",
     )
     p.add_argument(
         "--endpoint-url", help="S3-compatible endpoint for s3:// URLs (MinIO, Ceph, ...)"

@@ -126,18 +126,26 @@ class BatchConfig:
     region: str | None = None
 
 
+#: where a run's or a bulk job's tasks run (cluster.executor, --executor)
+Executor = Literal["local", "slurm", "awsbatch"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterConfig:
     """How ``orgseg train-all`` runs: in this process, as Slurm jobs or on AWS Batch."""
 
-    executor: Literal["local", "slurm", "awsbatch"] = "local"
+    executor: Executor = "local"
     #: submitit's folder (job pickles and logs): must be on a filesystem shared by the
     #: submitting host and the compute nodes
     jobs_dir: str = "orgseg-jobs"
     #: resources of every job unless overridden in ``stages``
     default: StageResources = field(default_factory=StageResources)
-    #: per-job overrides, by job name (cases, strategy1-data, strategy1-train, ...)
-    stages: dict[str, StageResources] = field(default_factory=dict)
+    #: per-job overrides, by job name (cases, strategy1-data, strategy1-train, ..., bulk):
+    #: the fields given replace the default's, the others keep ``default``'s values
+    stages: dict[str, StageResources] = field(
+        default_factory=dict, metadata={"overrides_of": "default"}
+    )
     #: requeues allowed after time-outs (preemptions requeue without limit)
     max_timeouts: int = 3
     #: documented seconds per unit of work, for ``--dry-run`` until units are measured
@@ -291,6 +299,27 @@ def source_folders(config: RunConfig) -> dict[str, str]:
         absolute = "://" in folder or folder.startswith("/")
         out[name] = folder if absolute else f"{config.data_root.rstrip('/')}/{folder.strip('/')}"
     return out
+
+
+def load_cluster_profile(url: str | None) -> ClusterConfig:
+    """The ``cluster:`` section of a cluster profile (a YAML file or URL, e.g. one of
+    ``jobs/profiles/``, or a whole run config); the defaults when ``url`` is None or the
+    section is empty (``cluster:`` or ``cluster: null``)."""
+    if not url:
+        return ClusterConfig()
+    from orgseg.io.storage import read_bytes
+
+    try:
+        data = yaml.safe_load(read_bytes(url).decode())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{url}: not valid YAML ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{url}: expected a mapping with a cluster: section, got {type(data).__name__}"
+        )
+    return load_dataclass(ClusterConfig, data.get("cluster"), where=f"{url}:cluster")
 
 
 def parse_run_config(data: object, *, where: str = "config") -> RunConfig:

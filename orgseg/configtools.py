@@ -102,11 +102,15 @@ def load_dataclass(cls: type[T], data: Any, *, where: str = "config", base: T | 
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name in data:
             default = f.default
-            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            over = f.metadata.get("overrides_of")
+            if over is not None:  # a mapping of partial overrides of a sibling field
+                kwargs[name] = _overrides(data[name], _sibling(cls, over, kwargs, base),
+                                          where=f"{where}.{name}")  # fmt: skip
+            elif dataclasses.is_dataclass(default) and not isinstance(default, type):
                 kwargs[name] = load_dataclass(
                     type(default), data[name], where=f"{where}.{name}", base=default
                 )
@@ -117,3 +121,25 @@ def load_dataclass(cls: type[T], data: Any, *, where: str = "config", base: T | 
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r}")
     return cls(**kwargs)
+
+
+def _sibling(cls: type, name: str, kwargs: Mapping[str, Any], base: Any) -> Any:
+    """The value the field ``name`` takes (loaded, from ``base`` or its default)."""
+    if name in kwargs:
+        return kwargs[name]
+    if base is not None:
+        return getattr(base, name)
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _overrides(value: Any, base: Any, *, where: str) -> dict[str, Any]:
+    """``{key: partial mapping}`` -> ``{key: base with those fields replaced}``: a field
+    declared ``field(metadata={"overrides_of": "default"})`` merges each entry onto the
+    sibling ``default`` rather than onto the class's defaults."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    return {
+        str(k): load_dataclass(type(base), v, where=f"{where}.{k}", base=base)
+        for k, v in value.items()
+    }

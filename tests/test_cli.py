@@ -193,3 +193,41 @@ def test_segment_tile_batch_reaches_the_engine_and_a_bad_one_is_refused():
     assert engine.tile_batch == 3
     with pytest.raises(ConfigError, match="tile_batch >= 1"):
         _segment_options(parser.parse_args([*base, "--tile-batch", "0"]))
+
+
+def test_bulk_takes_executor_and_jobs_dir_from_its_profile_unless_flags_say(
+    tmp_path, monkeypatch, phantom_model_dir
+):
+    """A fake submitter stands in for Slurm here; tests/cluster/test_bulk.py submits for real."""
+    import orgseg.orchestrate.bulk as slurm_bulk
+    from orgseg.core.volume import Volume
+    from orgseg.io import write_volume
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    ct = Volume(np.full((4, 8, 8), -1000, np.int16), spacing_mm=(2.0, 1.0, 1.0))
+    write_volume(ct, str(archive / "case1.nii.gz"))
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        f"cluster:\n  executor: slurm\n  jobs_dir: {tmp_path / 'shared-jobs'}\n"
+        "  default: {partition: cpu, account: lab}\n  stages:\n    bulk: {gpus_per_node: 1}\n"
+    )
+    calls = []
+
+    def fake_submit_bulk(dest, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append(kw)
+        return ["11", "12"]
+
+    monkeypatch.setattr(slurm_bulk, "submit_bulk", fake_submit_bulk)
+    base = ["bulk", "-i", str(archive), "--model", str(phantom_model_dir),
+            "--profile", str(profile)]  # fmt: skip
+    assert main([*base, "-o", str(tmp_path / "out1")]) == 0
+    assert calls[-1]["jobs_dir"] == str(tmp_path / "shared-jobs")
+    r = calls[-1]["resources"]
+    assert (r.partition, r.account, r.gpus_per_node) == ("cpu", "lab", 1)
+    assert main([*base, "-o", str(tmp_path / "out2"), "--jobs-dir", str(tmp_path / "j")]) == 0
+    assert calls[-1]["jobs_dir"] == str(tmp_path / "j")
+    n = len(calls)
+    assert main([*base, "-o", str(tmp_path / "out3"), "--executor", "local"]) in (0, 1)
+    assert len(calls) == n  # --executor local overrules the profile: nothing submitted
+    assert (tmp_path / "out3" / "manifest.csv").exists()

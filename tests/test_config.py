@@ -104,3 +104,57 @@ def test_the_runs_engine_batches_two_tiles_and_a_partial_section_keeps_that():
 def test_bad_configs_are_explained(text, message):
     with pytest.raises(ConfigError, match=message):
         load_run_config(text)
+
+
+def test_a_stage_override_keeps_the_defaults_other_fields():
+    cfg = load_run_config(
+        """
+run_root: r
+data_root: d
+cluster:
+  default: {partition: cpu, account: lab, qos: normal, container: apptainer exec x.sif}
+  stages:
+    strategy1-train: {gpus_per_node: 1}
+    bulk: {partition: null, timeout_min: 240}
+"""
+    )
+    train = cfg.cluster.resources("strategy1-train")
+    assert train.gpus_per_node == 1
+    assert (train.partition, train.account, train.qos) == ("cpu", "lab", "normal")
+    assert train.container == "apptainer exec x.sif"  # still runs inside its image
+    bulk = cfg.cluster.resources("bulk")
+    assert bulk.partition is None and bulk.timeout_min == 240 and bulk.account == "lab"
+    assert cfg.cluster.resources("cases") == cfg.cluster.default
+
+
+@pytest.mark.parametrize("text", ["cluster:\n", "cluster: null\n", "", "run_root: r\n"])
+def test_an_empty_cluster_profile_is_the_defaults(tmp_path, text):
+    from orgseg.config import ClusterConfig, load_cluster_profile
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text)
+    assert load_cluster_profile(str(profile)) == ClusterConfig()
+    assert load_cluster_profile(None) == ClusterConfig()
+
+
+def test_a_bad_cluster_profile_is_explained(tmp_path):
+    from orgseg.config import load_cluster_profile
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping with a cluster: section"):
+        load_cluster_profile(str(profile))
+    profile.write_text("cluster:\n  stages:\n    bulk: {gpus: 1}\n")
+    with pytest.raises(ConfigError, match=r"cluster.stages.bulk: unknown key\(s\) \['gpus'\]"):
+        load_cluster_profile(str(profile))
+
+
+def test_every_shipped_profile_loads():
+    from orgseg.config import load_cluster_profile
+
+    for profile in sorted((ROOT / "jobs" / "profiles").glob("*.yaml")):
+        cluster = load_cluster_profile(str(profile))
+        assert cluster.executor in ("slurm", "awsbatch")
+        # the profiles' stages are overrides: a stage left without a container is on purpose
+        for name, r in cluster.stages.items():
+            assert r.mem_gb > 0 and r.timeout_min > 0, (profile.name, name)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from orgseg.config import StageResources, StorageConfig
-from orgseg.io import read_bytes
 from orgseg.orchestrate.slurm import start_task, submit_array
 
 
@@ -83,20 +82,6 @@ class BulkMergeTask:
 
         start_task(self.storage)
         return len(merge_discovery(self.dest, self.parts))
-
-
-def bulk_resources(profile: str | None) -> StageResources:
-    """A profile's ``cluster.stages.bulk`` resources (else its default); defaults without."""
-    if not profile:
-        return StageResources(cpus_per_task=2, mem_gb=8, timeout_min=240)
-    import yaml
-
-    from orgseg.config import ClusterConfig
-    from orgseg.configtools import load_dataclass
-
-    data = yaml.safe_load(read_bytes(profile).decode()) or {}
-    cluster = load_dataclass(ClusterConfig, data.get("cluster", {}), where=f"{profile}:cluster")
-    return cluster.stages.get("bulk", cluster.default)
 
 
 def _small(resources: StageResources) -> StageResources:

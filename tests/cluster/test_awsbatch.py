@@ -27,6 +27,7 @@ from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
 from .conftest import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ROOT / "jobs" / "profiles"
 pytestmark = [pytest.mark.slow, pytest.mark.nnunet, pytest.mark.s3]
 RECLAIM_RETRY = {
     "attempts": 5,
@@ -281,12 +282,12 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     """The shards as one array job and the finalize job after it; each child run as
     Batch would. Shard 0 is killed (SIGKILL, as a reclaimed host) once it committed a
     case: its retry does only what is left, and every case is done once."""
+    from orgseg.config import load_cluster_profile
     from orgseg.core.volume import Volume
     from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
     from orgseg.inference.model import ModelOptions
     from orgseg.io import write_volume
     from orgseg.orchestrate.awsbatch import submit_bulk_batch
-    from orgseg.orchestrate.bulk import bulk_resources
     from orgseg.phantoms import make_phantom
 
     _, config, _ = batch_run
@@ -298,7 +299,9 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     write_plan(dest, cases)
     client = batch_client(config.cluster.batch)
     calls = _capture(client)
-    resources = bulk_resources(str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml"))
+    resources = load_cluster_profile(
+        str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml")
+    ).resources("bulk")
     shard_id, _ = submit_bulk_batch(
         dest,
         model_url=str(phantom_model_dir),
@@ -343,6 +346,7 @@ def test_bulk_on_batch_with_a_model_set_loads_each_part_once_per_task(
 ):
     """A model set installed under an s3:// ORGSEG_MODELS, bulk-segmented on Batch: each
     shard task stages the set and builds each of its five parts once for all its cases."""
+    from orgseg.config import load_cluster_profile
     from orgseg.core.volume import Volume
     from orgseg.inference import model_set
     from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
@@ -350,7 +354,6 @@ def test_bulk_on_batch_with_a_model_set_loads_each_part_once_per_task(
     from orgseg.io import write_volume
     from orgseg.models.store import resolve_model
     from orgseg.orchestrate.awsbatch import submit_bulk_batch
-    from orgseg.orchestrate.bulk import bulk_resources
     from orgseg.phantoms import make_phantom
 
     _, config, _ = batch_run
@@ -370,7 +373,9 @@ def test_bulk_on_batch_with_a_model_set_loads_each_part_once_per_task(
         model_url=model_url,
         model_options=ModelOptions(classes="native"),
         options=BulkOptions(shards=2),
-        resources=bulk_resources(str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml")),
+        resources=load_cluster_profile(
+            str(ROOT / "jobs" / "profiles" / "aws-batch-spot.yaml")
+        ).resources("bulk"),
         batch=config.cluster.batch,
         storage_endpoint=config.storage.endpoint_url,
         client=client,

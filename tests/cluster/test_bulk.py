@@ -20,6 +20,7 @@ from orgseg.io.storage import list_files, sync_up
 from orgseg.phantoms import make_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ROOT / "jobs" / "profiles"
 pytestmark = [pytest.mark.slow, pytest.mark.nnunet, pytest.mark.slurm, pytest.mark.s3]
 
 GOOD = ("ph_a", "ph_b", "ph_c", "ph_d", "dicom__real", "mixed__")  # mixed: 2 series
@@ -124,9 +125,10 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     assert not exists(f"{dest}/manifest.csv")  # a dry run writes nothing
 
     # first run: one task for everything, killed once it has committed a few cases
+    from orgseg.config import load_cluster_profile
     from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
     from orgseg.inference.model import ModelOptions
-    from orgseg.orchestrate.bulk import bulk_resources, submit_bulk
+    from orgseg.orchestrate.bulk import submit_bulk
 
     cases = discover_archive(archive)
     ids = {c.case_id for c in cases}
@@ -139,7 +141,9 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
         model_url=str(phantom_model_dir),
         model_options=ModelOptions(),
         options=BulkOptions(shards=1),
-        resources=bulk_resources(str(ROOT / "jobs" / "profiles" / "ci-slurm.yaml")),
+        resources=load_cluster_profile(str(ROOT / "jobs" / "profiles" / "ci-slurm.yaml")).resources(
+            "bulk"
+        ),
         jobs_dir=str(tmp_path / "jobs0"),
         storage=StorageConfig(endpoint_url=s3_server.endpoint),
     )

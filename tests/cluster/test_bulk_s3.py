@@ -144,3 +144,22 @@ def test_a_storage_outage_leaves_its_cases_pending(bucket, s3_server, few_retrie
     bulk.run_shard(dest, 0, model_url="fake", model_options=None, options=options)
     assert {v["status"] for v in committed_all(dest).values()} == {"done"}
     assert len(committed_all(dest)) == 2
+
+
+def test_a_cluster_profile_is_read_from_s3_like_any_other_url(s3_archive, bucket):
+    from orgseg.config import load_cluster_profile
+
+    source, _, _ = s3_archive
+    fs, _ = filesystem(bucket)
+    fs.pipe(
+        f"{bucket[5:]}/profiles/batch.yaml",
+        b"cluster:\n  executor: awsbatch\n  batch: {job_queue: q1, job_definition: d1}\n"
+        b"  stages:\n    bulk: {price_per_task_hour: 0.5}\n",
+    )
+    profile = load_cluster_profile(f"{bucket}/profiles/batch.yaml")
+    assert (profile.executor, profile.batch.job_queue) == ("awsbatch", "q1")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["bulk", "-i", source, "-o", f"{bucket}/out-p", "--model", "unused",
+                   "--profile", f"{bucket}/profiles/batch.yaml", "--dry-run"])  # fmt: skip
+    assert rc == 0 and "at $0.500 per task hour" in out.getvalue()
