@@ -262,7 +262,11 @@ def cmd_batch_bulk(args: argparse.Namespace) -> int:
     from orgseg.orchestrate.awsbatch import run_bulk_child
 
     out = run_bulk_child(
-        args.spec, finalize=args.finalize, index=args.index, endpoint_url=args.endpoint_url
+        args.spec,
+        finalize=args.finalize,
+        index=args.index,
+        endpoint_url=args.endpoint_url,
+        after=args.after,
     )
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
@@ -466,7 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="CT file or DICOM folder (path or URL)")
     p.add_argument("-o", "--output", required=True, help="output mask (.nii.gz, .nrrd, .mha)")
     p.add_argument("--crop-out", help="also write the CT cropped to the body (+ margin)")
-    p.add_argument("--margin-mm", type=float, default=10.0, help="crop margin (default 10 mm)")
+    p.add_argument(
+        "--margin-mm",
+        type=float,
+        default=DEFAULTS.body_margin_mm,
+        help=f"crop margin (default {DEFAULTS.body_margin_mm:g} mm)",
+    )
     p.add_argument("--series-uid", help="DICOM series to read when the folder holds several")
     p.set_defaults(func=cmd_body_mask)
 
@@ -533,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--spec", required=True, help="the run's spec the driver uploaded (URL)")
     p.add_argument("--finalize", action="store_true", help="the finalize step")
+    p.add_argument(
+        "--after", help="finalize: wait until this Batch job (the shards) has ended first"
+    )
     p.add_argument(
         "--index", type=int, default=None, help="default: $AWS_BATCH_JOB_ARRAY_INDEX, else 0"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orgseg.defaults import CHUNK_OVERLAP_MM
 from orgseg.inference.options import DEFAULTS
 
 
@@ -171,8 +172,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--overlaps-mm",
         type=float,
         nargs="+",
-        default=[0.0, 50.0],
-        help="overlaps to test (default 0 50)",
+        default=[0.0, CHUNK_OVERLAP_MM],
+        help=f"overlaps to test (default 0 {CHUNK_OVERLAP_MM:g})",
     )
     p.add_argument("--max-cases", type=int, help="at most this many cases")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

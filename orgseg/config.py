@@ -6,6 +6,7 @@ error that lists the valid ones; variants are made with :func:`dataclasses.repla
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -15,6 +16,7 @@ import yaml
 from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
 from orgseg.configtools import load_dataclass
 from orgseg.core.qc import QCThresholds
+from orgseg.defaults import BODY_MARGIN_MM, TILE_STEP
 from orgseg.errors import ConfigError
 from orgseg.inference.options import PIPELINE_DEFAULTS, EngineOptions
 
@@ -50,7 +52,7 @@ class NnunetConfig:
     num_processes: int = 1
     device: Literal["cpu", "cuda"] = "cpu"
     use_mirroring: bool = False
-    tile_step_size: float = 0.5
+    tile_step_size: float = TILE_STEP
     #: local POSIX folder for nnUNet_raw/preprocessed/results; default: <run_root>/nnunet
     work_dir: str | None = None
 
@@ -159,7 +161,7 @@ class ClusterConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BodyCropConfig:
     enabled: bool = True
-    margin_mm: float = 10.0
+    margin_mm: float = BODY_MARGIN_MM
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,8 +229,8 @@ class RunConfig:
     #: worked out once per run (orgseg/pipeline/shards.py)
     shards: dict[str, int] = field(default_factory=dict)
     #: the chunked engine for the run's own predictions (see orgseg segment; two tiles per
-    #: forward pass, see PIPELINE_DEFAULTS); body_crop and body_margin_mm follow body_crop
-    #: below
+    #: forward pass, see PIPELINE_DEFAULTS); its body_crop and body_margin_mm are not set
+    #: here but follow ``body_crop:`` above (one crop for the cases and the engine)
     inference: EngineOptions = PIPELINE_DEFAULTS
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -237,6 +239,16 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
+        # the engine crops as the cases stage does: inference's crop fields are derived
+        object.__setattr__(
+            self,
+            "inference",
+            dataclasses.replace(
+                self.inference,
+                body_crop=self.body_crop.enabled,
+                body_margin_mm=self.body_crop.margin_mm,
+            ),
+        )
         check_organs(self.strategy1_organs)
         check_organs(self.strategy2_organs)
         missing = sorted(set(self.strategy2_organs) - set(self.strategy1_organs))
@@ -322,7 +334,31 @@ def load_cluster_profile(url: str | None) -> ClusterConfig:
     return load_dataclass(ClusterConfig, data.get("cluster"), where=f"{url}:cluster")
 
 
+#: keys of ``inference:`` that a run config takes from ``body_crop:`` instead
+_DERIVED_INFERENCE_KEYS = {
+    "body_crop": "body_crop.enabled",
+    "body_margin_mm": "body_crop.margin_mm",
+}
+
+
+def run_config_data(config: RunConfig) -> dict:
+    """The config as the plain mapping :func:`parse_run_config` takes back: every value
+    (nothing left to defaults that could differ between versions), derived keys left out."""
+    data = dataclasses.asdict(config)
+    for key in _DERIVED_INFERENCE_KEYS:
+        del data["inference"][key]
+    return data
+
+
 def parse_run_config(data: object, *, where: str = "config") -> RunConfig:
+    inference = data.get("inference") if isinstance(data, Mapping) else None
+    given = sorted(set(inference or {}) & set(_DERIVED_INFERENCE_KEYS))
+    if given:
+        use = ", ".join(_DERIVED_INFERENCE_KEYS[k] for k in given)
+        raise ConfigError(
+            f"{where}: inference.{'/'.join(given)} is not set under inference: the run "
+            f"crops cases and predictions alike from body_crop:; set {use} instead"
+        )
     return load_dataclass(RunConfig, data, where=where)
 
 

@@ -158,3 +158,28 @@ def test_every_shipped_profile_loads():
         # the profiles' stages are overrides: a stage left without a container is on purpose
         for name, r in cluster.stages.items():
             assert r.mem_gb > 0 and r.timeout_min > 0, (profile.name, name)
+
+
+@pytest.mark.parametrize("key", ["body_crop", "body_margin_mm"])
+def test_inference_crop_keys_are_refused_and_follow_body_crop(key):
+    base = "run_root: r\ndata_root: d\n"
+    with pytest.raises(ConfigError, match=r"set body_crop\.(enabled|margin_mm) instead"):
+        load_run_config(base + f"inference: {{{key}: 0}}\n")
+    cfg = load_run_config(base + "body_crop: {enabled: false, margin_mm: 25}\n")
+    assert (cfg.inference.body_crop, cfg.inference.body_margin_mm) == (False, 25.0)
+    from orgseg.pipeline.organ_masks import run_engine_options
+
+    assert run_engine_options(cfg) == cfg.inference
+    assert cfg.inference.tile_batch == 2  # the rest of the run's engine is untouched
+
+
+def test_a_run_config_round_trips_through_its_plain_data():
+    from orgseg.config import parse_run_config, run_config_data
+
+    demo = load_run_config((ROOT / "jobs" / "demo.yaml").read_text())
+    custom = load_run_config(
+        "run_root: r\ndata_root: d\nbody_crop: {margin_mm: 15}\n"
+        "cluster:\n  stages:\n    bulk: {gpus_per_node: 1}\n"
+    )
+    for cfg in (demo, custom):
+        assert parse_run_config(run_config_data(cfg)) == cfg

@@ -15,13 +15,14 @@ import numpy as np
 
 from orgseg.core.metrics import dice
 from orgseg.core.volume import Volume
+from orgseg.defaults import BODY_MARGIN_MM, CHUNK_OVERLAP_MM
 from orgseg.evaluation.tables import Table, mean_sd_text, organ_order
 from orgseg.inference.engine import EngineOptions, ProbabilityModel, segment_volume
 from orgseg.inference.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OVERLAPS_MM: tuple[float, ...] = (0.0, 50.0)
+DEFAULT_OVERLAPS_MM: tuple[float, ...] = (0.0, CHUNK_OVERLAP_MM)
 STREAM = "stream"
 CHUNKING_COLUMNS = ("case", "setting", "chunks", "organ", "dice", "ref_ml", "voxels_changed")
 
@@ -34,7 +35,7 @@ def chunking_rows(
     chunk_mm: float = DEFAULTS.chunk_mm,  # type: ignore[assignment]
     overlaps_mm: Sequence[float] = DEFAULT_OVERLAPS_MM,
     body_crop: bool = False,
-    body_margin_mm: float = 10.0,
+    body_margin_mm: float = BODY_MARGIN_MM,
 ) -> list[dict[str, object]]:
     """Per (case, setting, organ): Dice of the chunked against the unchunked label map.
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from orgseg.defaults import BODY_MARGIN_MM, CHUNK_OVERLAP_MM, TILE_STEP
 from orgseg.errors import ConfigError
 
 #: a model folder's sliding-window step when neither the user nor a model set says
-DEFAULT_TILE_STEP = 0.5
+DEFAULT_TILE_STEP = TILE_STEP
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,10 +22,10 @@ class EngineOptions:
     #: chunk length along the cranio-caudal axis; None segments the scan in one piece
     chunk_mm: float | None = 150.0
     #: overlap between neighbouring chunks (the paper found 50 mm sufficient)
-    overlap_mm: float = 50.0
+    overlap_mm: float = CHUNK_OVERLAP_MM
     #: crop every chunk to the body contour (plus margin); outside it: background
     body_crop: bool = True
-    body_margin_mm: float = 10.0
+    body_margin_mm: float = BODY_MARGIN_MM
     #: rows of class probabilities brought back to the scan's grid at a time
     slab_rows: int = 16
     #: hold the blended overlap in float16 (half the memory; only near-exact ties between

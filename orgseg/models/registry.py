@@ -21,6 +21,7 @@ import yaml
 
 from orgseg.catalog import ORGANS
 from orgseg.configtools import load_dataclass
+from orgseg.defaults import TILE_STEP
 from orgseg.errors import ConfigError
 
 BUILTIN = Path(__file__).with_name("builtin.yaml")
@@ -37,7 +38,7 @@ class InferenceSettings:
     """The settings a set's authors predict with."""
 
     #: sliding-window step as a fraction of the patch
-    tile_step_size: float = 0.5
+    tile_step_size: float = TILE_STEP
     #: folds to ensemble (None: every fold the folder has)
     folds: tuple[int, ...] | None = None
     #: test-time mirroring (only where the checkpoint allows it)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orgseg.defaults import TILE_STEP
 from orgseg.errors import DataContractError
 from orgseg.nnunet.datasets import IGNORE_LABEL
 from orgseg.nnunet.env import nnunet_output_to_log
@@ -43,7 +44,7 @@ class Predictor:
         folds: Sequence[int] | None = None,
         device: str = "cpu",
         use_mirroring: bool = False,
-        tile_step_size: float = 0.5,
+        tile_step_size: float = TILE_STEP,
         checkpoint: str = "checkpoint_final.pth",
     ) -> None:
         model_dir = Path(model_dir)

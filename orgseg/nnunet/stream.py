@@ -40,6 +40,7 @@ from orgseg.core.tiles import (
     union_box,
     window_steps,
 )
+from orgseg.defaults import BODY_MARGIN_MM, TILE_STEP
 from orgseg.nnunet.export import slab_export_mode
 from orgseg.nnunet.folder import (
     FolderPlan,
@@ -229,10 +230,10 @@ def stream_labels(
     spacing_mm: Sequence[float],
     *,
     device: Any = None,
-    tile_step_size: float = 0.5,
+    tile_step_size: float = TILE_STEP,
     mirror_axes: Sequence[int] | None = None,
     body_boxes: np.ndarray | None = None,
-    margin_mm: float = 10.0,
+    margin_mm: float = BODY_MARGIN_MM,
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
     agreement: Any = None,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orgseg.config import BatchConfig, StageResources
+from orgseg.config import BatchConfig, StageResources, run_config_data
 from orgseg.errors import ConfigError, JobError
 from orgseg.io import join_url, read_bytes, write_bytes
 from orgseg.orchestrate.submission import submit_pending
@@ -95,7 +95,7 @@ def config_text(config: RunConfig) -> str:
             return [plain(x) for x in v]
         return v
 
-    return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
+    return yaml.safe_dump(plain(run_config_data(config)), sort_keys=False)
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterator[Sequence[str]]:
@@ -210,14 +210,30 @@ def run_array_child(
     return out
 
 
+def _ended(job: Mapping[str, Any]) -> bool:
+    """Whether a Batch job has ended: an array parent once every child has (SUCCEEDED or
+    FAILED: a parent can turn FAILED while other children still run), else its status."""
+    size = job.get("arrayProperties", {}).get("size")
+    if size:
+        summary = job["arrayProperties"].get("statusSummary", {})
+        return summary.get("SUCCEEDED", 0) + summary.get("FAILED", 0) >= size
+    return job["status"] not in ACTIVE_STATES
+
+
 def wait_batch(client, job_ids: Sequence[str], *, timeout_s: float, poll_s: float = 5.0) -> dict:  # noqa: ANN001
-    """Poll until every job has ended; returns their statuses (JobError on a time-out)."""
+    """Poll until every job has ended (an array job: all its children); returns their
+    statuses (JobError on a time-out)."""
     import time
 
     t0 = time.perf_counter()
     while True:
-        states = batch_states(client, job_ids)
-        if states and all(s not in ACTIVE_STATES for s in states.values()):
+        jobs = [
+            j
+            for chunk in _chunks(sorted(set(job_ids)), 100)
+            for j in client.describe_jobs(jobs=list(chunk))["jobs"]
+        ]
+        states = {j["jobId"]: j["status"] for j in jobs}
+        if jobs and all(_ended(j) for j in jobs):
             return states
         if time.perf_counter() - t0 > timeout_s:
             raise JobError(f"Batch jobs not finished after {timeout_s:.0f} s: {states}")
@@ -229,6 +245,12 @@ def wait_batch(client, job_ids: Sequence[str], *, timeout_s: float, poll_s: floa
 
 def bulk_spec_url(dest: str) -> str:
     return join_url(dest, ".orgseg", "batch", "bulk.json")
+
+
+#: how long a bulk run's finalize job waits for its shards before it gives up
+FINALIZE_WAIT_S = 14 * 24 * 3600.0
+#: how often the finalize job asks Batch whether the shards have ended
+FINALIZE_POLL_S = 60.0
 
 
 def submit_bulk_batch(
@@ -243,13 +265,20 @@ def submit_bulk_batch(
     client=None,  # noqa: ANN001
 ) -> list[str]:
     """The shards of a bulk run as one Batch array job (a child per shard, each resuming
-    at its first uncommitted case), then the finalize job after it; returns both ids.
-    What a child runs is uploaded to ``<dest>/.orgseg/batch/bulk.json``."""
+    at its first uncommitted case), then the finalize job; returns both ids. What a child
+    runs is uploaded to ``<dest>/.orgseg/batch/bulk.json``.
+
+    The finalize job does not ``dependsOn`` the shards: Batch fails a dependent job when
+    a dependency fails, so one failed shard would leave ``manifest.csv`` and
+    ``summary.json`` unbuilt. It waits instead until every shard has ended, succeeded or
+    failed (Slurm's ``afterany``), asking Batch every minute (its job role needs
+    ``batch:DescribeJobs``)."""
     client = client or batch_client(batch)
     spec = {
         "model_url": model_url,
         "model_options": dataclasses.asdict(model_options),
         "options": dataclasses.asdict(options),
+        "batch": {"endpoint_url": batch.endpoint_url, "region": batch.region},
     }
     spec_url = bulk_spec_url(dest)
     write_bytes(spec_url, json.dumps(spec).encode())
@@ -282,11 +311,9 @@ def submit_bulk_batch(
         jobQueue=batch.job_queue,
         jobDefinition=batch.job_definition,
         containerOverrides={
-            "command": [*base, "--finalize"],
+            "command": [*base, "--finalize", "--after", shard_id],
             "resourceRequirements": resource_requirements(small),
         },
-        timeout={"attemptDurationSeconds": 1800},
-        dependsOn=[{"jobId": shard_id}],
         **common,
     )["jobId"]
     log.info("bulk: %d shard(s) as Batch job %s, finalize %s", options.shards, shard_id, final)
@@ -295,10 +322,11 @@ def submit_bulk_batch(
 
 def run_bulk_child(
     spec_url: str, *, finalize: bool = False, index: int | None = None,
-    endpoint_url: str | None = None,
+    endpoint_url: str | None = None, after: str | None = None, client=None,  # noqa: ANN001
 ) -> dict:  # fmt: skip
     """``orgseg batch-bulk``: shard ``index`` (default ``$AWS_BATCH_JOB_ARRAY_INDEX``) of
-    the bulk run the spec describes, or its finalize step."""
+    the bulk run the spec describes, or its finalize step (once the Batch job ``after``,
+    the shards, has ended however it ended)."""
     from orgseg.config import StorageConfig
     from orgseg.configtools import load_dataclass
     from orgseg.inference.bulk import BulkOptions, run_shard
@@ -308,9 +336,14 @@ def run_bulk_child(
 
     start_task(StorageConfig(endpoint_url=endpoint_url))
     dest = spec_url.rsplit("/.orgseg/", 1)[0]
-    if finalize:
-        return finalize_run(dest)
     spec = json.loads(read_bytes(spec_url))
+    if finalize:
+        if after:
+            client = client or batch_client(BatchConfig(**spec.get("batch", {})))
+            states = wait_batch(client, [after], timeout_s=FINALIZE_WAIT_S,
+                                poll_s=FINALIZE_POLL_S)  # fmt: skip
+            log.info("bulk finalize: the shards ended %s", states)
+        return finalize_run(dest)
     options = load_dataclass(BulkOptions, spec["options"], where=spec_url)
     if index is None:
         index = int(os.environ.get(ARRAY_INDEX_ENV, "0"))

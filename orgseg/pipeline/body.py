@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from orgseg.core.body import PackedMask, body_mask
 from orgseg.core.crop import bounding_box, crop_volume
 from orgseg.core.size import patient_size
+from orgseg.defaults import BODY_MARGIN_MM
 from orgseg.io import load_ct, save_like, write_volume
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def run_body_mask(
     mask_url: str,
     *,
     crop_url: str | None = None,
-    margin_mm: float = 10.0,
+    margin_mm: float = BODY_MARGIN_MM,
     series_uid: str | None = None,
 ) -> BodyMaskResult:
     """Compute the body mask of a CT and write it in the CT's own geometry."""

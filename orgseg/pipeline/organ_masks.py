@@ -12,7 +12,6 @@ mask is committed with its provenance record last; a rerun skips committed masks
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -40,12 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def run_engine_options(config: RunConfig) -> EngineOptions:
-    """The run's engine (``inference:``), its body crop following ``body_crop:``."""
-    return dataclasses.replace(
-        config.inference,
-        body_crop=config.body_crop.enabled,
-        body_margin_mm=config.body_crop.margin_mm,
-    )
+    """The run's engine (``inference:``; its body crop is ``body_crop:``'s, see RunConfig)."""
+    return config.inference
 
 
 def model_options(config: RunConfig, folds: Sequence[int] | None) -> ModelOptions:

@@ -19,8 +19,10 @@ import yaml
 
 from orgseg.cli import main
 from orgseg.config import load_run_config
+from orgseg.errors import JobError
 from orgseg.io import exists, read_bytes
 from orgseg.io.storage import list_files
+from orgseg.orchestrate import awsbatch
 from orgseg.orchestrate.awsbatch import ARRAY_INDEX_ENV, batch_client, submit_batch
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
 
@@ -214,6 +216,27 @@ def test_train_all_on_batch_submits_chained_arrays_once_and_its_children_finish_
     )
 
 
+def _settle(client, job_ids: list[str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Wait until moto's Docker-free threads have finished these jobs (at once, nearly)."""
+    t0 = time.time()
+    while any(
+        j["status"] not in ("SUCCEEDED", "FAILED")
+        for j in client.describe_jobs(jobs=job_ids)["jobs"]
+    ):
+        assert time.time() - t0 < timeout_s, "moto did not finish the jobs"
+        time.sleep(0.2)
+
+
+def _set_states(states: dict[str, str]) -> None:
+    """Set the status of these jobs in moto's Batch (a shard failed, one still runs)."""
+    from moto.batch.models import batch_backends
+
+    for backend in batch_backends["123456789012"].values():
+        for job_id, status in states.items():
+            if job_id in backend._jobs:
+                backend._jobs[job_id].status = status
+
+
 def _job_ids(config) -> list[str]:
     """The Batch job id of each submitted job, in submission order."""
     sub = json.loads(read_bytes(f"{config.run_root}/jobs/submission.json"))["jobs"]
@@ -316,8 +339,9 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     assert shards["arrayProperties"] == {"size": 2} and shards["jobQueue"] == "orgseg-gpu-spot"
     assert {"type": "GPU", "value": "1"} in shards["containerOverrides"]["resourceRequirements"]
     assert shards["retryStrategy"] == RECLAIM_RETRY
-    assert final["dependsOn"] == [{"jobId": shard_id}] and "arrayProperties" not in final
-    assert final["containerOverrides"]["command"][-1] == "--finalize"
+    # finalize waits for the shards however they end (a dependsOn would fail it with them)
+    assert "dependsOn" not in final and "arrayProperties" not in final
+    assert final["containerOverrides"]["command"][-3:] == ["--finalize", "--after", shard_id]
 
     status_dir = f"{dest}/.orgseg/cases"
     command = [sys.executable, "-m", "orgseg", *shards["containerOverrides"]["command"][1:]]
@@ -334,6 +358,16 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     for index in (0, 1):  # the retried attempt of shard 0, then shard 1
         monkeypatch.setenv(ARRAY_INDEX_ENV, str(index))
         assert main(shards["containerOverrides"]["command"][1:]) == 0
+    # Batch says shard 0 failed and shard 1 still runs: finalize keeps waiting ...
+    _settle(client, [f"{shard_id}:0", f"{shard_id}:1"])
+    _set_states({f"{shard_id}:0": "FAILED", f"{shard_id}:1": "RUNNING"})
+    monkeypatch.setattr(awsbatch, "FINALIZE_WAIT_S", 1.0)
+    monkeypatch.setattr(awsbatch, "FINALIZE_POLL_S", 0.2)
+    with pytest.raises(JobError, match="not finished"):
+        awsbatch.run_bulk_child(final["containerOverrides"]["command"][3], finalize=True,
+                                after=shard_id, client=client)  # fmt: skip
+    # ... and once shard 1 has ended too, it rebuilds the tables despite shard 0's failure
+    _set_states({f"{shard_id}:1": "SUCCEEDED"})
     assert main(final["containerOverrides"]["command"][1:]) == 0
     after = {u: read_bytes(u) for u in list_files(status_dir)}
     assert len(after) == 6 and all(after[u] == b for u, b in before.items())

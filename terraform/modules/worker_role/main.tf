@@ -2,7 +2,8 @@
 # the bucket's orgseg prefixes, use the bucket's KMS key, pull the image. Nothing else (no
 # bucket administration, no other buckets, no IAM). With batch = true the role is also the
 # AWS Batch job role (ECS tasks assume it) and the instance profile carries the ECS agent's
-# managed policy, so Batch's instances can join their cluster.
+# managed policy, so Batch's instances can join their cluster; and it may read Batch job
+# states (a bulk run's finalize job waits for its shards).
 
 terraform {
   required_version = ">= 1.6"
@@ -116,6 +117,24 @@ resource "aws_iam_policy" "data" {
 resource "aws_iam_role_policy_attachment" "data" {
   role       = aws_iam_role.worker.name
   policy_arn = aws_iam_policy.data.arn
+}
+
+# a bulk run's finalize job waits on Batch for its shards to end, however they ended
+# (dependsOn would fail it with a failed shard); DescribeJobs takes no resource ARNs
+data "aws_iam_policy_document" "job_states" {
+  count = var.batch ? 1 : 0
+  statement {
+    sid       = "ReadBatchJobStates"
+    actions   = ["batch:DescribeJobs"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "job_states" {
+  count  = var.batch ? 1 : 0
+  name   = "${var.name}-job-states"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.job_states[0].json
 }
 
 data "aws_iam_policy_document" "pull" {
