@@ -29,3 +29,8 @@ class JobError(OrgsegError):
 class MissingError(StorageError):
     """A URL that should hold data holds nothing (a permanent fault of the input, unlike
     an unreachable endpoint)."""
+
+
+class InvariantError(RuntimeError):
+    """orgseg broke one of its own invariants (a bug, not bad input or options): not an
+    :class:`OrgsegError`, so it is reported with its traceback; please report it."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orgseg.errors import ConfigError
+from orgseg.errors import ConfigError, InvariantError
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +226,7 @@ class SlabBlender:
         ].length:
             self._chunk, self._row = index, 0
         if (index, row_start) != (self._chunk, self._row):
-            raise ConfigError(
+            raise InvariantError(
                 f"chunks must be added in order, rows consecutive: expected chunk "
                 f"{self._chunk} row {self._row}, got chunk {index} row {row_start}"
             )
@@ -244,7 +244,7 @@ class SlabBlender:
             and x0 + w_ <= self.plane_shape[1]
         )
         if not fits:
-            raise ConfigError(
+            raise InvariantError(
                 f"chunk {index}: expected probabilities of shape ({self.n_classes}, rows, h, "
                 f"w) with at most {chunk.length - row_start} rows, fitting a "
                 f"{self.plane_shape} plane at {plane_start}; got {probabilities.shape}"
@@ -253,7 +253,7 @@ class SlabBlender:
         a = chunk.start + row_start  # absolute rows [a, a + n)
         weight = self.weights[index][row_start : row_start + n].astype(np.float32)
         if not self._start <= a <= self._start + self.pending_rows:
-            raise ConfigError(
+            raise InvariantError(
                 f"chunk {index} starts at row {a}, outside the pending rows "
                 f"[{self._start}, {self._start + self.pending_rows}]: the plan is not ordered"
             )
@@ -285,6 +285,6 @@ class SlabBlender:
         self._pending = np.concatenate([head, keep, self._pending[:, lo + shared :]], axis=1)
         if n_final:
             if lo:
-                raise ConfigError(f"chunk {index}: rows before {a} are still pending")
+                raise InvariantError(f"chunk {index}: rows before {a} are still pending")
             self._start = a + n_final
         return out

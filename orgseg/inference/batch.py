@@ -7,28 +7,19 @@ reported with a one-line reason and the batch goes on; its outputs are not left 
 from __future__ import annotations
 
 import logging
-import posixpath
 import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from orgseg.errors import DataContractError, OrgsegError
+from orgseg.errors import OrgsegError
+from orgseg.inference.archive import BulkCase, discover_archive
 from orgseg.inference.engine import EngineOptions, Progress, Segmentation, segment_volume
 from orgseg.inference.outputs import OutputOptions, write_case_outputs
 from orgseg.io import ct_rows, join_url
-from orgseg.io.storage import is_dir, list_files, split_suffix
-from orgseg.io.volumes import IMAGE_SUFFIXES, looks_like_dicom
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CaseInput:
-    case_id: str
-    url: str
-    is_dicom: bool
 
 
 @dataclass(slots=True)
@@ -43,47 +34,16 @@ class BatchSummary:
         return out
 
 
-def _case_id(name: str) -> str:
-    stem, _ = split_suffix(name)
-    return stem
-
-
-def discover_inputs(url: str) -> list[CaseInput]:
-    """Cases under ``url``: an image file, a DICOM series folder, or a folder/prefix of
-    image files and DICOM series folders (nested folders are searched)."""
-    if not is_dir(url):
-        return [CaseInput(_case_id(posixpath.basename(url.rstrip("/"))), url, False)]
-    files = list_files(url)
-    base = url.rstrip("/")
-    cases: list[CaseInput] = []
-    others: dict[str, list[str]] = {}  # folder -> files that are not image files
-    for f in files:
-        name = posixpath.basename(f)
-        if name.startswith("."):
-            continue
-        _, suffix = split_suffix(name)
-        if suffix.lower() in IMAGE_SUFFIXES:
-            rel = f[len(base) + 1 :]
-            cases.append(CaseInput(_case_id(rel.replace("/", "__")), f, False))
-        else:
-            others.setdefault(posixpath.dirname(f), []).append(f)
-    for folder, members in others.items():
-        # DICOM files often have no suffix or a UID-like one: check the magic of one file
-        if any(m.lower().endswith((".dcm", ".ima")) for m in members) or looks_like_dicom(
-            members[0]
-        ):
-            rel = folder[len(base) + 1 :] if len(folder) > len(base) else posixpath.basename(base)
-            cases.append(CaseInput(rel.replace("/", "__"), folder, True))
-    if not cases:
-        raise DataContractError(
-            f"{url}: found no CT to segment; expected image files "
-            f"({', '.join(IMAGE_SUFFIXES)}) or DICOM series folders"
-        )
-    ids = [c.case_id for c in cases]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise DataContractError(f"{url}: several inputs map to the same case id: {dupes}")
-    return sorted(cases, key=lambda c: c.case_id)
+def discover_inputs(url: str) -> list[BulkCase]:
+    """The cases under ``url``, found as ``orgseg bulk`` finds them
+    (:func:`orgseg.inference.archive.discover_archive`): an image file, a DICOM series
+    folder, or a folder/prefix of both, searched recursively; a folder holding several
+    DICOM series gives one case per series. Files that are no CT input are logged."""
+    cases = discover_archive(url)
+    skipped = [c for c in cases if c.skip_reason]
+    for c in skipped:
+        log.info("skipped %s: %s", c.source_url, c.skip_reason)
+    return [c for c in cases if not c.skip_reason]
 
 
 def segment_one(
@@ -138,7 +98,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def segment_batch(
-    cases: list[CaseInput],
+    cases: list[BulkCase],
     output_url: str,
     model,
     *,
@@ -155,10 +115,11 @@ def segment_batch(
             progress = progress_factory(case.case_id) if progress_factory else None
             seg = segment_one(
                 model,
-                case.url,
+                case.source_url,
                 join_url(output_url, case.case_id),
                 case_id=case.case_id,
                 is_dicom=case.is_dicom,
+                series_uid=case.series_uid or None,
                 engine=engine,
                 outputs=outputs,
                 progress=progress,

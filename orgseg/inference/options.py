@@ -38,7 +38,9 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.mode not in ("stream", "blend"):
             raise ConfigError(f"expected mode 'stream' or 'blend', got {self.mode!r}")
-        if self.chunk_mm is not None and self.chunk_mm <= self.overlap_mm:
+        # stream mode uses chunks only for a model that falls back to blending; there
+        # plan_chunks refuses an overlap as long as the chunk
+        if self.mode == "blend" and self.chunk_mm is not None and self.chunk_mm <= self.overlap_mm:
             raise ConfigError(
                 f"chunk length ({self.chunk_mm} mm) must exceed the overlap "
                 f"({self.overlap_mm} mm); use a longer --chunk-mm or a shorter --overlap-mm"

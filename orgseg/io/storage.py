@@ -273,6 +273,10 @@ MARKER_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: the S3 settings configure_storage made in this process (and may therefore clear)
+_SET_HERE: dict[str, str] = {}
+
+
 def configure_storage(storage: object | None) -> None:
     """Point s3fs at an S3-compatible endpoint (MinIO, Ceph, moto) for this process.
 
@@ -286,12 +290,18 @@ def configure_storage(storage: object | None) -> None:
     region = getattr(storage, "region", None)
     conf = dict(fsspec.config.conf.get("s3", {}))
     client_kwargs = dict(conf.get("client_kwargs", {}))
-    if endpoint:
-        conf["endpoint_url"] = endpoint
-    if region:
-        client_kwargs["region_name"] = region
+    # a setting an earlier call made is cleared when this one gives none (a setting of
+    # the user's own fsspec config is kept)
+    for where, key, value in ((conf, "endpoint_url", endpoint),
+                              (client_kwargs, "region_name", region)):  # fmt: skip
+        if value:
+            where[key] = _SET_HERE[key] = value
+        elif key in _SET_HERE and where.get(key) == _SET_HERE.pop(key):
+            del where[key]
     if client_kwargs:
         conf["client_kwargs"] = client_kwargs
+    else:
+        conf.pop("client_kwargs", None)
     # other processes (jobs on other nodes) commit outputs: never answer from a stale listing
     conf["use_listings_cache"] = False
     retries = dict(conf.get("config_kwargs", {}))

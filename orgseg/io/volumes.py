@@ -107,7 +107,8 @@ def _read_dicom_dir(path: str, url: str, series_uid: str | None) -> sitk.Image:
             )
             raise DataContractError(
                 f"{url}: the folder holds {len(uids)} DICOM series: {listing}; choose one "
-                "with series_uid (CLI: --series-uid)"
+                "by its series UID (orgseg body-mask --series-uid; orgseg segment and bulk "
+                "take each series as a case of its own)"
             )
         series_uid = uids[0]
     elif series_uid not in uids:

@@ -365,7 +365,8 @@ def test_bulk_on_batch_is_a_shard_array_then_finalize_and_a_killed_shard_loses_o
     monkeypatch.setattr(awsbatch, "FINALIZE_POLL_S", 0.2)
     with pytest.raises(JobError, match="not finished"):
         awsbatch.run_bulk_child(final["containerOverrides"]["command"][3], finalize=True,
-                                after=shard_id, client=client)  # fmt: skip
+                                after=shard_id, client=client,
+                                endpoint_url=config.storage.endpoint_url)  # fmt: skip
     # ... and once shard 1 has ended too, it rebuilds the tables despite shard 0's failure
     _set_states({f"{shard_id}:1": "SUCCEEDED"})
     assert main(final["containerOverrides"]["command"][1:]) == 0

@@ -118,7 +118,20 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     dest = f"{bucket}/out"
 
     assert (
-        main(["bulk", "-i", archive, "-o", dest, "--model", str(phantom_model_dir), "--dry-run"])
+        main(
+            [
+                "bulk",
+                "-i",
+                archive,
+                "-o",
+                dest,
+                "--model",
+                str(phantom_model_dir),
+                "--dry-run",
+                "--endpoint-url",
+                s3_server.endpoint,
+            ]
+        )  # fmt: skip
         == 0
     )
     assert "inputs" in capsys.readouterr().out

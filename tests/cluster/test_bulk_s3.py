@@ -77,7 +77,7 @@ def test_discovery_on_s3_reads_a_few_headers_per_folder(s3_archive, bucket):
     assert requests < 0.5 * n_files
 
 
-def test_index_and_discovery_parts_give_the_same_plan(s3_archive, bucket):
+def test_index_and_discovery_parts_give_the_same_plan(s3_archive, bucket, s3_server):
     source, _, index = s3_archive
     fs, _ = filesystem(source)
     single = discover_archive(source)
@@ -85,7 +85,8 @@ def test_index_and_discovery_parts_give_the_same_plan(s3_archive, bucket):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["bulk", "-i", source, "-o", f"{bucket}/out", "--model", "unused",
-                   "--discovery-parts", "3", "--dry-run"])  # fmt: skip
+                   "--discovery-parts", "3", "--dry-run",
+                   "--endpoint-url", s3_server.endpoint])  # fmt: skip
     assert rc == 0 and "6 to segment" in out.getvalue()
     assert fs.exists(f"{bucket[5:]}/out/.orgseg/discovery/2.json")
     assert load_plan(f"{bucket}/out") == single
@@ -95,7 +96,8 @@ def test_index_and_discovery_parts_give_the_same_plan(s3_archive, bucket):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["bulk", "--index", f"{bucket}/index.csv", "-o", f"{bucket}/out2",
-                   "--model", "unused"] + ["--dry-run"])  # fmt: skip
+                   "--model", "unused", "--dry-run",
+                   "--endpoint-url", s3_server.endpoint])  # fmt: skip
     assert rc == 0 and "6 to segment" in out.getvalue()
     from orgseg.inference.archive import cases_from_index
 
@@ -146,7 +148,7 @@ def test_a_storage_outage_leaves_its_cases_pending(bucket, s3_server, few_retrie
     assert len(committed_all(dest)) == 2
 
 
-def test_a_cluster_profile_is_read_from_s3_like_any_other_url(s3_archive, bucket):
+def test_a_cluster_profile_is_read_from_s3_like_any_other_url(s3_archive, bucket, s3_server):
     from orgseg.config import load_cluster_profile
 
     source, _, _ = s3_archive
@@ -161,5 +163,6 @@ def test_a_cluster_profile_is_read_from_s3_like_any_other_url(s3_archive, bucket
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(["bulk", "-i", source, "-o", f"{bucket}/out-p", "--model", "unused",
-                   "--profile", f"{bucket}/profiles/batch.yaml", "--dry-run"])  # fmt: skip
+                   "--profile", f"{bucket}/profiles/batch.yaml", "--dry-run",
+                   "--endpoint-url", s3_server.endpoint])  # fmt: skip
     assert rc == 0 and "at $0.500 per task hour" in out.getvalue()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from orgseg.core.chunks import SlabBlender, chunk_weights, plan_chunks
-from orgseg.errors import ConfigError
+from orgseg.errors import ConfigError, InvariantError
 
 
 @pytest.mark.parametrize("n", [1, 7, 40, 41, 99, 100, 101, 333])
@@ -90,7 +90,7 @@ def test_blending_weights_favour_the_chunk_centre():
     labels = np.concatenate([s[2] for s in slabs]).ravel().tolist()
     # near chunk 0's centre its vote wins, near chunk 1's centre chunk 1 wins
     assert labels[:3] == [1, 1, 1] and labels[-3:] == [0, 0, 0]
-    with pytest.raises(ConfigError, match="in order"):
+    with pytest.raises(InvariantError, match="in order"):
         SlabBlender(chunks, n_classes=2, plane_shape=(1, 1)).add(1, b)
 
 
@@ -121,7 +121,7 @@ def test_chunk_cropped_in_plane_counts_as_background_outside_its_rectangle():
 def test_chunk_rectangle_must_fit_the_plane():
     chunks = plan_chunks(4, spacing_mm=1.0, chunk_mm=10)
     blender = SlabBlender(chunks, n_classes=2, plane_shape=(3, 3))
-    with pytest.raises(ConfigError, match="fitting a"):
+    with pytest.raises(InvariantError, match="fitting a"):
         blender.add(0, np.zeros((2, 4, 2, 2), np.float32), plane_start=(2, 0))
 
 
@@ -153,9 +153,9 @@ def test_rows_of_a_chunk_must_come_in_order():
     chunks = plan_chunks(10, spacing_mm=1.0, chunk_mm=6, overlap_mm=2)
     blender = SlabBlender(chunks, n_classes=2, plane_shape=(1, 1))
     blender.add(0, np.ones((2, 3, 1, 1), np.float32))
-    with pytest.raises(ConfigError, match="expected chunk 0 row 3"):
+    with pytest.raises(InvariantError, match="expected chunk 0 row 3"):
         blender.add(0, np.ones((2, 2, 1, 1), np.float32), row_start=4)
-    with pytest.raises(ConfigError, match="expected chunk 0 row 3"):
+    with pytest.raises(InvariantError, match="expected chunk 0 row 3"):
         blender.add(1, np.ones((2, 6, 1, 1), np.float32))
 
 

@@ -22,7 +22,7 @@ from orgseg.inference.bulk_state import (
     write_discovery_part,
     write_plan,
 )
-from orgseg.io import write_bytes, write_volume
+from orgseg.io import read_volume, write_bytes, write_volume
 from orgseg.phantoms import make_phantom
 from orgseg.phantoms.dicom import ct_series_files
 from tests.fakes import ThresholdModel as FakeModel
@@ -260,3 +260,41 @@ def test_plan_and_summary_give_the_cost_per_ct(phantom_archive, monkeypatch):
     lines = bulk.summary_lines(dest, price_per_task_hour=0.5)
     assert "cases per hour per task" in lines[1] and "measured" in lines[1]
     assert any(line.startswith("FAILED flat") for line in lines)
+
+
+def test_segment_finds_the_cases_bulk_finds_and_reads_each_series_of_a_folder(tmp_path):
+    """One discovery: a folder holding two DICOM series is two cases for ``segment`` as
+    for ``bulk`` (it used to fail asking for a flag segment does not have)."""
+    from orgseg.inference.batch import discover_inputs, segment_batch
+    from orgseg.inference.engine import EngineOptions
+    from orgseg.inference.outputs import OutputOptions
+
+    archive = tmp_path / "archive"
+    folder = archive / "pat1" / "ct"
+    folder.mkdir(parents=True)
+
+    def body(n: int) -> np.ndarray:  # a soft-tissue block in air
+        ct = np.full((n, 24, 24), -1000, np.int16)
+        ct[:, 4:20, 4:20] = 40
+        return ct
+
+    for uid, n, prefix in (("1.2.826.0.1.3680043.10.1.1", 4, "a"),
+                           ("1.2.826.0.1.3680043.10.1.2", 6, "b")):  # fmt: skip
+        for i, raw in enumerate(ct_series_files(body(n), series_uid=uid)):
+            (folder / f"{prefix}{i:03d}").write_bytes(raw)
+    (folder / "README.txt").write_text("not a slice")
+    write_volume(Volume(body(5), spacing_mm=(2.0, 1.0, 1.0)), str(archive / "pat2.nii.gz"))
+    cases = discover_inputs(str(archive))
+    assert cases == [c for c in discover_archive(str(archive)) if not c.skip_reason]
+    assert len(cases) == 3 and sum(c.is_dicom for c in cases) == 2
+    engine, outputs = EngineOptions(body_crop=False), OutputOptions()
+    summary = segment_batch(cases, str(tmp_path / "out"), FakeModel(), engine=engine,
+                            outputs=outputs)  # fmt: skip
+    assert summary.failed == [] and sorted(summary.done) == sorted(c.case_id for c in cases)
+    slices = {
+        c.series_uid: read_volume(
+            str(tmp_path / "out" / c.case_id / "liver.nii.gz")
+        ).array.shape[0]
+        for c in cases
+    }
+    assert slices == {"1.2.826.0.1.3680043.10.1.1": 4, "1.2.826.0.1.3680043.10.1.2": 6, "": 5}

@@ -104,9 +104,15 @@ def test_progress_is_reported_per_chunk(phantom):
     assert seen == [(i + 1, n) for i in range(n)]
 
 
-def test_overlap_not_shorter_than_chunk_is_refused():
+def test_overlap_not_shorter_than_chunk_is_refused_where_chunks_blend(phantom):
     with pytest.raises(ConfigError, match="must exceed the overlap"):
-        EngineOptions(chunk_mm=50.0, overlap_mm=50.0)
+        EngineOptions(mode="blend", chunk_mm=50.0, overlap_mm=50.0)
+    # streaming a streamable model never uses the overlap: the options are fine ...
+    stream = EngineOptions(chunk_mm=50.0, overlap_mm=50.0)
+    # ... until a model that cannot stream falls back to blending chunks
+    ct = Volume(phantom.ct_hu, spacing_mm=phantom.spacing_mm)
+    with pytest.raises(ConfigError, match="must be shorter than the chunk"):
+        segment_volume(IntensityModel(), ct, stream)
 
 
 def test_chunks_are_never_shorter_than_the_network_patch(phantom):

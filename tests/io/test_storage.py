@@ -35,3 +35,23 @@ def test_dicom_folder_from_an_object_store(real_dicom_dir):
     with local_copy("memory://orgseg-dicom/series") as path:
         assert len(os.listdir(path)) == 20
     assert not os.path.exists(path)  # staging is cleaned up
+
+
+def test_configure_storage_clears_the_endpoint_it_set_but_keeps_the_users_own(monkeypatch):
+    import fsspec
+
+    from orgseg.config import StorageConfig
+    from orgseg.io.storage import configure_storage
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    configure_storage(StorageConfig(endpoint_url="http://127.0.0.1:9", region="eu-west-1"))
+    s3 = fsspec.config.conf["s3"]
+    assert s3["endpoint_url"] == "http://127.0.0.1:9"
+    assert s3["client_kwargs"]["region_name"] == "eu-west-1"
+    configure_storage(StorageConfig())  # the next run of this process names none
+    assert "endpoint_url" not in fsspec.config.conf["s3"]
+    assert "client_kwargs" not in fsspec.config.conf["s3"]
+    # an endpoint from the user's fsspec config, not set here, is left alone
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": "http://minio:9000"})
+    configure_storage(StorageConfig())
+    assert fsspec.config.conf["s3"]["endpoint_url"] == "http://minio:9000"
