@@ -668,10 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
 #: process-wide settings an ``orgseg`` process starts with, unless the environment
 #: already sets them. NumPy advises the kernel to back every array of 4 MB or more with
 #: transparent huge pages; on cloud VMs that hand free memory back to the host (free
-#: page reporting) the first touch of a fresh huge page is slow and erratic: a
-#: 512x512x300 ``orgseg body-mask`` took 1.4-2.4 s with it against 1.2-1.5 s without
-#: (benchmarks/body_contour.py). orgseg's per-case stages allocate each large array
-#: once and stream through it, so small pages cost them nothing measurable.
+#: page reporting) the first touch of a fresh huge page is slow and erratic (see
+#: docs/engine.md). orgseg's per-case stages allocate each large array once and stream
+#: through it, so small pages cost them nothing.
 PROCESS_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
 

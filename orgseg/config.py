@@ -16,14 +16,16 @@ import yaml
 from orgseg.catalog import STRATEGY1_ORGANS, STRATEGY2_ORGANS, check_organs
 from orgseg.configtools import load_dataclass
 from orgseg.core.qc import QCThresholds
-from orgseg.defaults import BODY_MARGIN_MM, TILE_STEP
+from orgseg.defaults import BODY_MARGIN_MM, CHUNK_OVERLAP_MM, TILE_STEP
 from orgseg.errors import ConfigError
 from orgseg.inference.options import PIPELINE_DEFAULTS, EngineOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SplitConfig:
+    #: per-source held-out test fraction (an official test list, e.g. TotalSegmentator's, wins)
     test_fraction: float = 0.1
+    #: cross-validation folds of the training cases
     n_folds: int = 5
 
 
@@ -31,11 +33,17 @@ class SplitConfig:
 class TrainingConfig:
     """How long one (dataset, fold) unit trains. The reference setup: 2000 epochs."""
 
+    #: epochs per fold (nnU-Net's 1000; the reference study trained 2000)
     epochs: int = 2000
+    #: training iterations per epoch
     iterations_per_epoch: int = 250
+    #: validation iterations per epoch
     val_iterations_per_epoch: int = 50
+    #: the CV folds trained (and ensembled at prediction)
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    #: checkpoint_latest.pth written every this many epochs (a preempted unit resumes there)
     save_every_epochs: int = 50
+    #: SGD's initial learning rate (nnU-Net's 0.01)
     initial_lr: float = 0.01
     #: SGD momentum; nnU-Net's 0.99 averages ~100 steps, too slow to build up in a budget
     #: of a few hundred iterations (the demo uses 0.9)
@@ -44,14 +52,20 @@ class TrainingConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NnunetConfig:
+    #: the planned nnU-Net configuration trained
     configuration: str = "3d_fullres"
+    #: strategy-1 datasets are base + the organ's catalog index, strategy 2 is base + 100
     dataset_id_base: int = 500
     #: scales the features per stage of the planned network (1.0 = nnU-Net's own plan);
     #: a smaller network is written as a derived plans configuration, not a code path
     features_scale: float = 1.0
+    #: nnU-Net's preprocessing and export workers
     num_processes: int = 1
+    #: where nnU-Net trains and the run's own predictions run
     device: Literal["cpu", "cuda"] = "cpu"
+    #: test-time mirroring for the run's own predictions (8x the work in 3D)
     use_mirroring: bool = False
+    #: sliding-window step of the run's own predictions, as a fraction of the patch
     tile_step_size: float = TILE_STEP
     #: local POSIX folder for nnUNet_raw/preprocessed/results; default: <run_root>/nnunet
     work_dir: str | None = None
@@ -64,6 +78,7 @@ class StorageConfig:
 
     #: an S3-compatible endpoint (MinIO, Ceph, ...); None: AWS itself
     endpoint_url: str | None = None
+    #: the bucket's region (None: the AWS configuration's)
     region: str | None = None
 
 
@@ -71,12 +86,19 @@ class StorageConfig:
 class StageResources:
     """What one job's array tasks ask of Slurm (submitit parameters)."""
 
+    #: Slurm partition (None: the cluster's default)
     partition: str | None = None
+    #: GPUs per task (CPU jobs of the table never get one)
     gpus_per_node: int = 0
+    #: CPU cores per task (AWS Batch: vCPUs)
     cpus_per_task: int = 2
+    #: memory per task, GB
     mem_gb: float = 8.0
+    #: time limit per task attempt; a timed-out unit requeues and resumes
     timeout_min: int = 60
+    #: Slurm account to charge
     account: str | None = None
+    #: Slurm QOS (e.g. a preemptible one for spot partitions)
     qos: str | None = None
     #: array tasks of this job running at once
     array_parallelism: int = 64
@@ -116,15 +138,19 @@ class BatchConfig:
     (``terraform/examples/aws`` outputs them); vCPUs, memory, GPUs and timeouts come from
     the stage resources."""
 
+    #: queue of the CPU jobs (and of the GPU jobs without gpu_job_queue)
     job_queue: str = "orgseg-spot"
     #: the GPU jobs' queue and job definition (None: job_queue / job_definition)
     gpu_job_queue: str | None = None
+    #: job definition of the CPU jobs (and of the GPU jobs without gpu_job_definition)
     job_definition: str = "orgseg"
+    #: job definition of the GPU jobs (None: job_definition)
     gpu_job_definition: str | None = None
     #: attempts per unit: a reclaimed spot host is retried, any other failure is not
     attempts: int = 5
     #: Batch API endpoint (None: AWS's for the region)
     endpoint_url: str | None = None
+    #: the Batch API's region (None: the AWS configuration's)
     region: str | None = None
 
 
@@ -137,6 +163,7 @@ EXECUTORS: tuple[str, ...] = get_args(Executor)
 class ClusterConfig:
     """How ``orgseg train-all`` runs: in this process, as Slurm jobs or on AWS Batch."""
 
+    #: where the units run: in this process, as Slurm job arrays, or as AWS Batch array jobs
     executor: Executor = "local"
     #: submitit's folder (job pickles and logs): must be on a filesystem shared by the
     #: submitting host and the compute nodes
@@ -152,6 +179,7 @@ class ClusterConfig:
     max_timeouts: int = 3
     #: documented seconds per unit of work, for ``--dry-run`` until units are measured
     rates: CostRates = field(default_factory=CostRates)
+    #: AWS Batch queues and job definitions (executor awsbatch)
     batch: BatchConfig = field(default_factory=BatchConfig)
 
     def resources(self, job: str) -> StageResources:
@@ -160,7 +188,9 @@ class ClusterConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BodyCropConfig:
+    #: crop every case to its body contour (cases stage and engine alike)
     enabled: bool = True
+    #: margin kept around the body contour
     margin_mm: float = BODY_MARGIN_MM
 
 
@@ -184,8 +214,9 @@ class FusionConfig:
     #: ignore: the mask's voxels (grown by ignore_margin_mm) that no trusted label claims
     #: become nnU-Net's ignore label; drop-case: the case is left out of strategy 2;
     #: keep: fused as if trusted. keep is the default: benchmarks/pseudo_qc.py found it
-    #: best in both replicates' mean Dice (README, "Pseudo-label quality control")
+    #: best in both replicates' mean Dice (docs/benchmarks.md)
     untrusted: Untrusted = "keep"
+    #: how far an ignored untrusted mask is grown
     ignore_margin_mm: float = 5.0
 
 
@@ -198,7 +229,8 @@ class EvaluationConfig:
     #: chunking reproducibility table: this many test cases (0: no table), these overlaps,
     #: chunks of chunking_chunk_mm (None: inference.chunk_mm)
     chunking_cases: int = 2
-    chunking_overlaps_mm: tuple[float, ...] = (0.0, 50.0)
+    chunking_overlaps_mm: tuple[float, ...] = (0.0, CHUNK_OVERLAP_MM)
+    #: chunk length of the chunking table (None: inference.chunk_mm)
     chunking_chunk_mm: float | None = None
 
 
@@ -206,8 +238,11 @@ class EvaluationConfig:
 class RunConfig:
     """One training run: data, organs, splits, nnU-Net settings and budgets."""
 
+    #: where the run writes (a folder or an s3:// prefix)
     run_root: str
+    #: where the sources' folders are
     data_root: str
+    #: an extra source registry YAML (<data_root>/sources.yaml is read too)
     registry: str | None = None
     #: the sources to read: a list of registry names (each in ``data_root/<name>``), or a
     #: mapping name -> folder the release unpacked into (relative to ``data_root``,
@@ -216,13 +251,21 @@ class RunConfig:
     #: cases left out of every stage: ids, a mapping id -> reason, or a file/URL of ids
     #: (one per line, optional ``# reason``)
     exclude: tuple[str, ...] | Mapping[str, str] | str = ()
+    #: seed of splits, folds and training
     seed: int = 0
+    #: organs with a strategy-1 binary model (default: the catalog's 26)
     strategy1_organs: tuple[str, ...] = tuple(o.name for o in STRATEGY1_ORGANS)
+    #: organs of the strategy-2 multi-label model (default: 19)
     strategy2_organs: tuple[str, ...] = STRATEGY2_ORGANS
+    #: per-source test split and CV folds
     split: SplitConfig = field(default_factory=SplitConfig)
+    #: the body-contour crop of cases and predictions
     body_crop: BodyCropConfig = field(default_factory=BodyCropConfig)
+    #: nnU-Net planning, device and prediction settings
     nnunet: NnunetConfig = field(default_factory=NnunetConfig)
+    #: budget of each strategy-1 (organ, fold) unit
     strategy1_training: TrainingConfig = field(default_factory=TrainingConfig)
+    #: budget of each strategy-2 fold
     strategy2_training: TrainingConfig = field(default_factory=TrainingConfig)
     #: shard counts of the case-level jobs (cases, pseudo-labels, fusion,
     #: test-predictions); a job not named gets one shard per its default cases per shard,
@@ -232,10 +275,15 @@ class RunConfig:
     #: forward pass, see PIPELINE_DEFAULTS); its body_crop and body_margin_mm are not set
     #: here but follow ``body_crop:`` above (one crop for the cases and the engine)
     inference: EngineOptions = PIPELINE_DEFAULTS
+    #: pseudo-label QC and review
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    #: how untrusted pseudo-labels are fused
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    #: the report's references, groups and chunking table
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    #: object storage for s3:// URLs
     storage: StorageConfig = field(default_factory=StorageConfig)
+    #: where and with what resources the jobs run (a cluster profile's section)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
@@ -335,7 +383,7 @@ def load_cluster_profile(url: str | None) -> ClusterConfig:
 
 
 #: keys of ``inference:`` that a run config takes from ``body_crop:`` instead
-_DERIVED_INFERENCE_KEYS = {
+DERIVED_INFERENCE_KEYS = {
     "body_crop": "body_crop.enabled",
     "body_margin_mm": "body_crop.margin_mm",
 }
@@ -345,16 +393,16 @@ def run_config_data(config: RunConfig) -> dict:
     """The config as the plain mapping :func:`parse_run_config` takes back: every value
     (nothing left to defaults that could differ between versions), derived keys left out."""
     data = dataclasses.asdict(config)
-    for key in _DERIVED_INFERENCE_KEYS:
+    for key in DERIVED_INFERENCE_KEYS:
         del data["inference"][key]
     return data
 
 
 def parse_run_config(data: object, *, where: str = "config") -> RunConfig:
     inference = data.get("inference") if isinstance(data, Mapping) else None
-    given = sorted(set(inference or {}) & set(_DERIVED_INFERENCE_KEYS))
+    given = sorted(set(inference or {}) & set(DERIVED_INFERENCE_KEYS))
     if given:
-        use = ", ".join(_DERIVED_INFERENCE_KEYS[k] for k in given)
+        use = ", ".join(DERIVED_INFERENCE_KEYS[k] for k in given)
         raise ConfigError(
             f"{where}: inference.{'/'.join(given)} is not set under inference: the run "
             f"crops cases and predictions alike from body_crop:; set {use} instead"

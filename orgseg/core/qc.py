@@ -41,9 +41,8 @@ class QCThresholds:
     min_volume_ml: float = 1.0
     #: leave an ensemble's collapsed folds (:func:`collapsed_folds`) out of its masks'
     #: fold agreement: a fold that learned nothing says nothing about a mask (it is
-    #: reported instead). benchmarks/pseudo_qc.py: with it, the 5 good kidney masks of a
-    #: collapsed second fold are no longer flagged (seed 4: false flags 0.312 -> 0.000,
-    #: flag recall 0.857; seed 3: 1.000 / 0.000).
+    #: reported instead); without it, good masks of an ensemble with a collapsed fold are
+    #: flagged (benchmarks/pseudo_qc.py, docs/benchmarks.md)
     exclude_collapsed_folds: bool = True
 
 

@@ -32,7 +32,7 @@ class EngineOptions:
     #: two classes can come out differently than in float32)
     half_precision_blend: bool = True
     #: tiles of one tile row per forward pass when streaming (1: nnU-Net's own one at a
-    #: time, bit for bit; more is faster, see the README's engine section)
+    #: time, bit for bit; more is faster, see docs/engine.md)
     tile_batch: int = 1
 
     def __post_init__(self) -> None:
@@ -60,8 +60,8 @@ DEFAULTS = EngineOptions()
 #: the training run's own predictions (pseudo-labels, strategy-1 and strategy-2 test
 #: predictions; the run config's ``inference:``): two tiles per forward pass. On the CPU a
 #: batch of one runs PyTorch's slow native kernel in the deeper layers, so batches of two
-#: made a pseudo-label shard 1.2-1.5x faster (benchmarks/pseudo_labels.py); near-tie
-#: voxels can differ from stock nnU-Net (measured 0-1 of ~5 million body voxels), which
-#: training labels and both strategies' test predictions, made alike, do not notice.
+#: are faster (benchmarks/pseudo_labels.py, docs/benchmarks.md); near-tie voxels can
+#: differ from stock nnU-Net, which training labels and both strategies' test
+#: predictions, made alike, do not notice.
 #: ``orgseg segment`` keeps DEFAULTS (nnU-Net's result bit for bit).
 PIPELINE_DEFAULTS = EngineOptions(tile_batch=2)

@@ -1,4 +1,4 @@
-"""Where a run keeps its files, under one run root (see README "Run layout")."""
+"""Where a run keeps its files, under one run root (see docs/run-layout.md)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 
-#: the scan's files, in one place (the CLI and the README name them from here)
+#: the scan's files, in one place (the CLI and the docs name them from here)
 SCAN_FILES = {
     "cases": "cases.csv",
     "counts": "counts.csv",
