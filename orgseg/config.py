@@ -19,6 +19,7 @@ from orgseg.core.qc import QCThresholds
 from orgseg.defaults import BODY_MARGIN_MM, CHUNK_OVERLAP_MM, TILE_STEP
 from orgseg.errors import ConfigError
 from orgseg.inference.options import PIPELINE_DEFAULTS, EngineOptions
+from orgseg.nnunet.budget import TrainingConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,27 +28,6 @@ class SplitConfig:
     test_fraction: float = 0.1
     #: cross-validation folds of the training cases
     n_folds: int = 5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TrainingConfig:
-    """How long one (dataset, fold) unit trains. The reference setup: 2000 epochs."""
-
-    #: epochs per fold (nnU-Net's 1000; the reference study trained 2000)
-    epochs: int = 2000
-    #: training iterations per epoch
-    iterations_per_epoch: int = 250
-    #: validation iterations per epoch
-    val_iterations_per_epoch: int = 50
-    #: the CV folds trained (and ensembled at prediction)
-    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    #: checkpoint_latest.pth written every this many epochs (a preempted unit resumes there)
-    save_every_epochs: int = 50
-    #: SGD's initial learning rate (nnU-Net's 0.01)
-    initial_lr: float = 0.01
-    #: SGD momentum; nnU-Net's 0.99 averages ~100 steps, too slow to build up in a budget
-    #: of a few hundred iterations (the demo uses 0.9)
-    momentum: float = 0.99
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

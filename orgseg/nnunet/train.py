@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orgseg.config import TrainingConfig
 from orgseg.errors import JobError
+from orgseg.nnunet.budget import TrainingConfig
 from orgseg.nnunet.env import NnunetPaths, nnunet_env, nnunet_output_to_log
 from orgseg.nnunet.plan import PLANS
 
