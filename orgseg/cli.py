@@ -276,115 +276,43 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     import dataclasses
 
     from orgseg.config import StorageConfig, load_cluster_profile
-    from orgseg.inference import bulk
-    from orgseg.inference.archive import cases_from_index
-    from orgseg.inference.bulk_state import merge_discovery, write_discovery_part
+    from orgseg.inference.bulk import BulkOptions
     from orgseg.io.storage import configure_storage
+    from orgseg.models.store import resolve_model
+    from orgseg.orchestrate.bulk import BulkRequest, run_bulk
 
-    if not args.input and not args.index:
-        raise argparse.ArgumentTypeError("give the archive (-i) or its series index (--index)")
-    parts = max(1, args.discovery_parts)
     storage = StorageConfig(endpoint_url=args.endpoint_url)
     configure_storage(storage)
-    from orgseg.models.store import resolve_model
-
-    if not args.dry_run:  # a plan needs the archive only; a run needs its model first
-        args.model = resolve_model(args.model)  # a set name: its installed folder's URL
     model_options, engine, outputs = _segment_options(args)
     # statistics feed the archive-wide table of organ volumes and mean HU
     outputs = dataclasses.replace(outputs, statistics=True)
-    options = bulk.BulkOptions(
-        engine=engine,
-        outputs=outputs,
-        shards=args.shards,
-        workers=args.workers,
-        retry_failed=args.retry_failed,
+    request = BulkRequest(
+        source=args.input,
+        dest=args.output,
+        # a plan needs the archive only; a run needs its model first
+        model_url=args.model if args.dry_run else resolve_model(args.model),
+        model_options=model_options,
+        options=BulkOptions(
+            engine=engine,
+            outputs=outputs,
+            shards=args.shards,
+            workers=args.workers,
+            retry_failed=args.retry_failed,
+        ),
+        index=args.index,
+        discovery_parts=args.discovery_parts,
+        profile=load_cluster_profile(args.profile),  # the defaults without one
+        executor=args.executor,
+        jobs_dir=args.jobs_dir,
+        storage=storage,
+        dry_run=args.dry_run,
+        wait=args.wait,
+        wait_timeout_s=args.wait_timeout,
     )
-    profile = load_cluster_profile(args.profile)  # the defaults without one
-    resources = profile.resources("bulk")
-    price = resources.price_per_task_hour
-    executor = args.executor or profile.executor  # the flags overrule the profile
-    jobs_dir = args.jobs_dir or profile.jobs_dir
-    on_slurm_parts = executor == "slurm" and parts > 1 and not args.index
-    cases = None
-    if args.index:
-        cases = cases_from_index(args.index)
-    elif not on_slurm_parts:
-        if parts > 1:  # the parts the array tasks would run, one after another here
-            for k in range(parts):
-                write_discovery_part(args.output, args.input, k, parts)
-            cases = merge_discovery(args.output, parts)
-        else:
-            cases = bulk.discover_archive(args.input, progress=_discovery_progress)
-    if args.dry_run:
-        if cases is None:
-            raise argparse.ArgumentTypeError(
-                "--dry-run with --discovery-parts on slurm: run the dry run locally "
-                "(--executor local) or give --index"
-            )
-        text = bulk.plan_text(cases, args.output, args.shards, price_per_task_hour=price)
-        sys.stdout.write(text + "\n")
-        return 0
-    if cases is not None:
-        bulk.write_plan(args.output, cases)  # the manifest exists before any work starts
-    if executor == "slurm":
-        from orgseg.orchestrate.bulk import submit_bulk
-        from orgseg.orchestrate.slurm import wait_for_jobs
-
-        jobs = submit_bulk(
-            args.output,
-            model_url=args.model,
-            model_options=model_options,
-            options=options,
-            resources=resources,
-            jobs_dir=jobs_dir,
-            storage=storage,
-            discovery=(args.input, parts) if on_slurm_parts else None,
-        )
-        first = f"{parts} discovery part(s), their merge, " if on_slurm_parts else ""
-        sys.stdout.write(
-            f"submitted {first}{args.shards} shard task(s) and a finalize job: {jobs}\n"
-        )
-        if not args.wait:
-            return 0
-        wait_for_jobs(jobs, timeout_s=args.wait_timeout)
-    elif executor == "awsbatch":
-        from orgseg.orchestrate.awsbatch import submit_bulk_batch
-
-        batch = profile.batch
-        jobs = submit_bulk_batch(
-            args.output,
-            model_url=args.model,
-            model_options=model_options,
-            options=options,
-            resources=resources,
-            batch=batch,
-            storage_endpoint=args.endpoint_url,
-        )
-        sys.stdout.write(
-            f"submitted {args.shards} shard(s) as Batch job {jobs[0]}, finalize {jobs[1]}; "
-            f"follow with: aws batch describe-jobs --jobs {' '.join(jobs)}\n"
-        )
-        if not args.wait:
-            return 0
-        from orgseg.orchestrate.awsbatch import batch_client, wait_batch
-
-        states = wait_batch(batch_client(batch), jobs, timeout_s=args.wait_timeout)
-        sys.stdout.write(f"Batch jobs ended: {states}\n")
-    else:
-        for shard in range(args.shards):
-            bulk.run_shard(
-                args.output,
-                shard,
-                model_url=args.model,
-                model_options=model_options,
-                options=options,
-            )
-        bulk.finalize(args.output)
-    lines = bulk.summary_lines(args.output, price_per_task_hour=price)
+    lines, rc = run_bulk(request, progress=_discovery_progress)
     for line in lines:
         sys.stdout.write(line + "\n")
-    return 1 if any(line.startswith("FAILED") for line in lines) else 0
+    return rc
 
 
 MODEL_HELP = (

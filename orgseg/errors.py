@@ -31,6 +31,11 @@ class MissingError(StorageError):
     an unreachable endpoint)."""
 
 
+class NotStreamableError(OrgsegError):
+    """A model's preprocessing or export cannot be reproduced row by row (z-score
+    normalisation, transposed axes, other resampling): the engine blends chunks instead."""
+
+
 class InvariantError(RuntimeError):
     """orgseg broke one of its own invariants (a bug, not bad input or options): not an
     :class:`OrgsegError`, so it is reported with its traceback; please report it."""

@@ -17,7 +17,7 @@ from orgseg.core.metrics import dice
 from orgseg.core.volume import Volume
 from orgseg.defaults import BODY_MARGIN_MM, CHUNK_OVERLAP_MM
 from orgseg.evaluation.tables import Table, mean_sd_text, organ_order
-from orgseg.inference.engine import EngineOptions, ProbabilityModel, segment_volume
+from orgseg.inference.engine import EngineOptions, ProbabilityModel, StreamingModel, segment_volume
 from orgseg.inference.options import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def chunking_rows(
         )
         for o in overlaps_mm
     ]
-    if hasattr(model, "stream_labels"):
+    if isinstance(model, StreamingModel):
         settings.append((STREAM, EngineOptions(mode="stream", chunk_mm=chunk_mm, **common)))
     rows: list[dict[str, object]] = []
     for case, ct in cases.items():

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,15 +37,16 @@ from orgseg.core.crop import bounding_box
 from orgseg.core.qc import FoldAgreement
 from orgseg.core.tiles import row_boxes
 from orgseg.core.volume import Volume
-from orgseg.errors import DataContractError
+from orgseg.errors import DataContractError, NotStreamableError
 from orgseg.inference.options import DEFAULTS, EngineOptions
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class ProbabilityModel(Protocol):
-    """What the engine needs of a model: class count, patch extent, per-block probabilities
-    delivered a slab of rows at a time."""
+    """What the engine needs of any model (blend mode): class count, patch extent,
+    per-block probabilities delivered a slab of rows at a time."""
 
     n_classes: int
     lut: np.ndarray  # model class index -> output label id
@@ -54,6 +55,27 @@ class ProbabilityModel(Protocol):
     def predict_slabs(
         self, ct: np.ndarray, spacing_mm: Sequence[float], *, slab_rows: int
     ) -> Iterator[tuple[int, np.ndarray]]: ...  # (first row, (n_classes, rows, y, x))
+
+
+@runtime_checkable
+class GriddedModel(Protocol):
+    """A model that predicts on its own grid: blend mode pads a chunk's in-plane box to
+    whole model voxels."""
+
+    spacing_mm: tuple[float, float, float]
+
+
+@runtime_checkable
+class StreamingModel(Protocol):
+    """A model that can walk nnU-Net's whole-scan sliding window a tile row at a time
+    (stream mode); it raises :class:`orgseg.errors.NotStreamableError` before its first
+    slab when its preprocessing cannot be reproduced row by row."""
+
+    lut: np.ndarray
+
+    def stream_labels(
+        self, ct: np.ndarray, spacing_mm: Sequence[float], **kwargs: object
+    ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +193,7 @@ def segment_volume(
     if (
         options.mode == "stream"
         and options.chunk_mm is not None
-        and hasattr(model, "stream_labels")
+        and isinstance(model, StreamingModel)
     ):
         agreement = FoldAgreement()
         labels = _streamed(model, ct, bits, options, progress, agreement)
@@ -193,7 +215,7 @@ def segment_volume(
                 if agreement.folds > 1
                 else None,
             )
-    model_spacing = getattr(model, "spacing_mm", None)
+    model_spacing = model.spacing_mm if isinstance(model, GriddedModel) else None
     patch_mm = tuple(getattr(model, "patch_extent_mm", (0.0, 0.0, 0.0)))
     body = None if bits is None else bits.unpack()
     if body is not None:
@@ -270,8 +292,6 @@ def _streamed(
     agreement: FoldAgreement | None = None,
 ) -> np.ndarray | None:
     """The label map by streaming, or None when the model cannot be streamed."""
-    from orgseg.nnunet.stream import NotStreamableError
-
     labels = np.zeros(ct.shape, dtype=np.uint8)
     lut = np.asarray(model.lut, dtype=np.uint8)
     rows = model.stream_labels(
@@ -281,7 +301,7 @@ def _streamed(
         margin_mm=options.body_margin_mm,
         slab_rows=options.slab_rows,
         progress=progress,
-        agreement=agreement,
+        agreement=None if agreement is None else agreement.add,  # QC as a callback
         tile_batch=options.tile_batch,
     )
     try:

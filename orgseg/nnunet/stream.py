@@ -41,6 +41,7 @@ from orgseg.core.tiles import (
     window_steps,
 )
 from orgseg.defaults import BODY_MARGIN_MM, TILE_STEP
+from orgseg.errors import NotStreamableError
 from orgseg.nnunet.export import slab_export_mode
 from orgseg.nnunet.folder import (
     FolderPlan,
@@ -57,10 +58,6 @@ log = logging.getLogger(__name__)
 SPLINE_MARGIN_ROWS = 16
 #: the export's float32 scores (classes x rows x plane) are made at most this big at once
 EXPORT_BYTES = 48 * 2**20
-
-
-class NotStreamableError(Exception):
-    """The model's preprocessing or export cannot be reproduced row by row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +233,7 @@ def stream_labels(
     margin_mm: float = BODY_MARGIN_MM,
     slab_rows: int = 16,
     progress: Callable[[int, int], None] | None = None,
-    agreement: Any = None,
+    agreement: Callable[[Sequence[np.ndarray]], None] | None = None,
     tile_batch: int = 1,
 ) -> Iterator[tuple[int, int, tuple[slice, slice], np.ndarray]]:
     """nnU-Net's whole-scan sliding window of model folder ``model`` with its folds'
@@ -252,9 +249,9 @@ def stream_labels(
     Yield ``(z0, z1, (ys, xs), labels)``: model class indices (uint8) for scan rows
     ``[z0, z1)`` inside the in-plane box ``(ys, xs)``; everything not yielded is
     background. Raises :class:`NotStreamableError` before any work if the model needs the
-    chunk-and-blend path. ``agreement``: a :class:`orgseg.core.qc.FoldAgreement` that is
-    given each fold's own class map of every finished block (model grid), for the folds'
-    agreement without a second pass."""
+    chunk-and-blend path. ``agreement``: called with each fold's own class map of every
+    finished block (model grid; e.g. :meth:`orgseg.core.qc.FoldAgreement.add`), for the
+    folds' agreement without a second pass."""
     import torch
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
         CTNormalization,
@@ -351,7 +348,7 @@ def stream_labels(
         lo_model, hi_model = s - bz, nxt - bz  # padded -> model rows
         keep = slice(max(0, -lo_model), n_final - max(0, hi_model - mz))
         if per_fold and keep.start < keep.stop:
-            agreement.add([f[keep, byp : byp + my, bxp : bxp + mx].numpy() for f in per_fold])
+            agreement([f[keep, byp : byp + my, bxp : bxp + mx].numpy() for f in per_fold])
         if keep.start < keep.stop:
             block = logits[:, keep, byp : byp + my, bxp : bxp + mx]
             for z0, z1, (ys_, xs_), lab in exporter.add(max(0, lo_model), block):

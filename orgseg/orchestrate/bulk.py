@@ -1,12 +1,18 @@
-"""``orgseg bulk`` on Slurm: (discovery parts as an array, then their merge,) the shards
-as one job array, then a finalize task."""
+"""``orgseg bulk`` as a workload: plan the archive, then run its shards here, as a Slurm
+job array (discovery parts as an array and their merge first, when asked) or as an AWS
+Batch array job, each followed by a finalize task once every shard has ended.
+:func:`run_bulk` is what the CLI calls; the executor is chosen here and nowhere else."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orgseg.config import StageResources, StorageConfig
+from orgseg.config import ClusterConfig, StageResources, StorageConfig
+from orgseg.errors import ConfigError
 from orgseg.orchestrate.slurm import start_task, submit_array
 
 
@@ -153,3 +159,113 @@ def submit_bulk(
         dependency=f"afterany:{_array_id(shards)}",
     )
     return [*ids, _array_id(shards), _array_id(final)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkRequest:
+    """One ``orgseg bulk`` invocation, parsed: where from, where to, with what model and
+    options, on which executor (the flags overruling the cluster profile)."""
+
+    source: str | None  # archive folder or prefix (None: ``index`` says what to do)
+    dest: str
+    model_url: str  # resolved (a set's installed folder); unused by a dry run
+    model_options: Any  # ModelOptions
+    options: Any  # BulkOptions
+    index: str | None = None
+    discovery_parts: int = 1
+    profile: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    executor: str | None = None  # None: the profile's
+    jobs_dir: str | None = None  # None: the profile's
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    dry_run: bool = False
+    wait: bool = False
+    wait_timeout_s: float = 24 * 3600.0
+
+
+def run_bulk(
+    request: BulkRequest, *, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[str], int]:
+    """Plan the archive, then run (or submit) its shards; returns the lines to print and
+    the exit status (1 when a case failed)."""
+    from orgseg.inference import bulk
+    from orgseg.inference.archive import cases_from_index
+    from orgseg.inference.bulk_state import merge_discovery, write_discovery_part
+
+    r = request
+    executor = r.executor or r.profile.executor
+    resources = r.profile.resources("bulk")
+    price = resources.price_per_task_hour
+    parts = max(1, r.discovery_parts)
+    on_slurm_parts = executor == "slurm" and parts > 1 and not r.index
+    if r.source is None and r.index is None:
+        raise ConfigError("give the archive (-i) or its series index (--index)")
+    cases = None
+    if r.index:
+        cases = cases_from_index(r.index)
+    elif not on_slurm_parts:
+        assert r.source is not None
+        if parts > 1:  # the parts the array tasks would run, one after another here
+            for k in range(parts):
+                write_discovery_part(r.dest, r.source, k, parts)
+            cases = merge_discovery(r.dest, parts)
+        else:
+            cases = bulk.discover_archive(r.source, progress=progress)
+    if r.dry_run:
+        if cases is None:
+            raise ConfigError(
+                "--dry-run with --discovery-parts on slurm: run the dry run locally "
+                "(--executor local) or give --index"
+            )
+        return [bulk.plan_text(cases, r.dest, r.options.shards, price_per_task_hour=price)], 0
+    if cases is not None:
+        bulk.write_plan(r.dest, cases)  # the manifest exists before any work starts
+    lines: list[str] = []
+    if executor == "slurm":
+        from orgseg.orchestrate.slurm import wait_for_jobs
+
+        jobs = submit_bulk(
+            r.dest,
+            model_url=r.model_url,
+            model_options=r.model_options,
+            options=r.options,
+            resources=resources,
+            jobs_dir=r.jobs_dir or r.profile.jobs_dir,
+            storage=r.storage,
+            discovery=(r.source, parts) if on_slurm_parts and r.source else None,
+        )
+        first = f"{parts} discovery part(s), their merge, " if on_slurm_parts else ""
+        lines.append(
+            f"submitted {first}{r.options.shards} shard task(s) and a finalize job: {jobs}"
+        )
+        if not r.wait:
+            return lines, 0
+        wait_for_jobs(jobs, timeout_s=r.wait_timeout_s)
+    elif executor == "awsbatch":
+        from orgseg.orchestrate.awsbatch import batch_client, submit_bulk_batch, wait_batch
+
+        jobs = submit_bulk_batch(
+            r.dest,
+            model_url=r.model_url,
+            model_options=r.model_options,
+            options=r.options,
+            resources=resources,
+            batch=r.profile.batch,
+            storage_endpoint=r.storage.endpoint_url,
+        )
+        lines.append(
+            f"submitted {r.options.shards} shard(s) as Batch job {jobs[0]}, finalize "
+            f"{jobs[1]}; follow with: aws batch describe-jobs --jobs {' '.join(jobs)}"
+        )
+        if not r.wait:
+            return lines, 0
+        states = wait_batch(batch_client(r.profile.batch), jobs, timeout_s=r.wait_timeout_s)
+        lines.append(f"Batch jobs ended: {states}")
+    elif executor == "local":
+        for shard in range(r.options.shards):
+            bulk.run_shard(r.dest, shard, model_url=r.model_url,
+                           model_options=r.model_options, options=r.options)  # fmt: skip
+        bulk.finalize(r.dest)
+    else:
+        raise ConfigError(f"unknown executor {executor!r}; expected local, slurm or awsbatch")
+    summary = bulk.summary_lines(r.dest, price_per_task_hour=price)
+    return lines + summary, 1 if any(line.startswith("FAILED") for line in summary) else 0

@@ -292,9 +292,7 @@ def test_segment_finds_the_cases_bulk_finds_and_reads_each_series_of_a_folder(tm
                             outputs=outputs)  # fmt: skip
     assert summary.failed == [] and sorted(summary.done) == sorted(c.case_id for c in cases)
     slices = {
-        c.series_uid: read_volume(
-            str(tmp_path / "out" / c.case_id / "liver.nii.gz")
-        ).array.shape[0]
+        c.series_uid: read_volume(str(tmp_path / "out" / c.case_id / "liver.nii.gz")).array.shape[0]
         for c in cases
     }
     assert slices == {"1.2.826.0.1.3680043.10.1.1": 4, "1.2.826.0.1.3680043.10.1.2": 6, "": 5}
