@@ -122,3 +122,18 @@ def test_the_checks_catch_an_upward_import(tmp_path, monkeypatch):
         assert "orgseg.core.bad -> orgseg.orchestrate" in str(exc)
     else:
         raise AssertionError("an upward import went unnoticed")
+
+
+def test_run_root_paths_come_from_the_run_layout():
+    """RunLayout is the one map of a run folder: no other module joins onto the run root."""
+    import re
+
+    pattern = re.compile(r"join_url\(\s*(config\.run_root|run_root|layout\.root)\b")
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{n}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "layout.py"
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert not offenders, f"build these paths with RunLayout (pipeline/layout.py): {offenders}"

@@ -35,6 +35,7 @@ from orgseg.config import BatchConfig, StageResources, run_config_data
 from orgseg.errors import ConfigError, JobError
 from orgseg.io import join_url, read_bytes, write_bytes
 from orgseg.orchestrate.submission import submit_pending
+from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.markers import UnitKey
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def batch_client(batch: BatchConfig):  # noqa: ANN201
 
 
 def state_dir(config: RunConfig) -> str:
-    return join_url(config.run_root, "jobs", "awsbatch")
+    return RunLayout.of(config).jobs_file("awsbatch")
 
 
 def config_text(config: RunConfig) -> str:

@@ -17,6 +17,7 @@ from orgseg.config import RunConfig
 from orgseg.io import exists, join_url, read_bytes, write_bytes
 from orgseg.orchestrate.runner import train_all
 from orgseg.pipeline.evaluate import format_dice_table
+from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
 from orgseg.pipeline.qc import summary_text
 
@@ -46,15 +47,16 @@ def run_demo(config: RunConfig, phantoms: PhantomSetConfig) -> DemoResult:
         )
         write_phantom_set(config.data_root, phantoms)
     train_all(config)
-    results = json.loads(read_bytes(join_url(config.run_root, "evaluation", "summary.json")))
-    cv = json.loads(read_bytes(join_url(config.run_root, "strategy1", "cv_dice.json")))
+    layout = RunLayout.of(config)
+    results = json.loads(read_bytes(layout.evaluation_file("summary.json")))
+    cv = json.loads(read_bytes(layout.cv_dice(1)))
     wall = round(time.perf_counter() - t0, 1)
     summary = {
         "strategy1": {o: r["dice"] for o, r in results["strategy1"].items()},
         "strategy2": {o: r["dice"] for o, r in results["strategy2"].items()},
         "wall_s": wall,
     }
-    write_bytes(join_url(config.run_root, "summary.json"), json.dumps(summary, indent=2).encode())
+    write_bytes(layout.demo_summary, json.dumps(summary, indent=2).encode())
     return DemoResult(
         strategy1=summary["strategy1"],
         strategy2=summary["strategy2"],

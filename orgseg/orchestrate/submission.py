@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orgseg.config import RunConfig
-from orgseg.io import exists, join_url, read_bytes, write_bytes
+from orgseg.io import exists, read_bytes, write_bytes
+from orgseg.pipeline.layout import RunLayout
 
 if TYPE_CHECKING:
     from orgseg.pipeline.jobs import Job, UnitKey
@@ -31,7 +32,7 @@ class Submission:
 
 
 def submission_url(config: RunConfig) -> str:
-    return join_url(config.run_root, "jobs", "submission.json")
+    return RunLayout.of(config).jobs_file("submission.json")
 
 
 def load_submission(config: RunConfig) -> Submission:

@@ -266,7 +266,7 @@ def prepare_or_exclude(
 
 def committed_case_files(layout: RunLayout) -> set[str]:
     """Names of the files under ``<run_root>/cases/``: one (paginated) listing."""
-    return names_in(join_url(layout.root, "cases"))
+    return names_in(layout.cases_dir)
 
 
 def prepare_shard(

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 def _chunking_url(config: RunConfig, case_id: str) -> str:
-    return join_url(config.run_root, "evaluation", "chunking", f"{case_id}.json")
+    return RunLayout.of(config).evaluation_file("chunking", f"{case_id}.json")
 
 
 def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> int:
@@ -64,7 +64,7 @@ def predict_test_shard(config: RunConfig, shard: int = 0, n_shards: int = 1) -> 
     manifest = load_manifest(config)
     cases = shard_of(manifest.test, shard, n_shards)
     engine = run_engine_options(config)
-    done = {s: names_in(join_url(layout.root, "predictions", f"strategy{s}")) for s in (1, 2)}
+    done = {s: names_in(layout.predictions_dir(s)) for s in (1, 2)}
 
     def todo(strategy: int) -> list[str]:
         return [
@@ -212,7 +212,7 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
     qc = qc_table(config)
     if qc is not None:
         extra.append(qc)
-    out = join_url(layout.root, "evaluation")
+    out = layout.evaluation_dir
     files = write_report(
         out,
         scores,
@@ -265,7 +265,7 @@ def run_chunking_check(config: RunConfig, manifest: Manifest) -> Table | None:
         return None
     chunk_mm = ev.chunking_chunk_mm or config.inference.chunk_mm or DEFAULTS.chunk_mm
     write_bytes(
-        join_url(config.run_root, "evaluation", "chunking.csv"),
+        RunLayout.of(config).evaluation_file("chunking.csv"),
         to_csv(rows, CHUNKING_COLUMNS).encode(),
     )
     return chunking_table(rows, chunk_mm=chunk_mm)
@@ -305,4 +305,4 @@ def write_run_report(config: RunConfig) -> None:
     text += format_dice_table(results, cv) + "\n\n"
     text += "Full report (per source and size group, tests, plots, cross-validation and "
     text += "chunking tables): evaluation/report.html\n"
-    write_bytes(join_url(layout.root, "report.md"), text.encode())
+    write_bytes(layout.report, text.encode())

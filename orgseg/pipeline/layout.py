@@ -20,6 +20,41 @@ class RunLayout:
         work = config.nnunet.work_dir or join_url(config.run_root, "nnunet")
         return cls(config.run_root, work)
 
+    # --- run mechanics: unit markers, the submission record, shard counts ---------------
+    @property
+    def units_dir(self) -> str:
+        return join_url(self.root, "units")
+
+    @property
+    def jobs_dir(self) -> str:
+        return join_url(self.root, "jobs")
+
+    def jobs_file(self, *parts: str) -> str:
+        """``jobs/<parts>``: submission.json, shards.json, awsbatch/..."""
+        return join_url(self.jobs_dir, *parts)
+
+    @property
+    def cases_dir(self) -> str:
+        return join_url(self.root, "cases")
+
+    def predictions_dir(self, strategy: int) -> str:
+        return join_url(self.root, "predictions", f"strategy{strategy}")
+
+    @property
+    def evaluation_dir(self) -> str:
+        return join_url(self.root, "evaluation")
+
+    def evaluation_file(self, *parts: str) -> str:
+        return join_url(self.evaluation_dir, *parts)
+
+    @property
+    def report(self) -> str:
+        return join_url(self.root, "report.md")
+
+    @property
+    def demo_summary(self) -> str:
+        return join_url(self.root, "summary.json")
+
     @property
     def nnunet(self) -> NnunetPaths:
         return NnunetPaths(Path(self.nnunet_dir))
@@ -28,16 +63,16 @@ class RunLayout:
         return join_url(self.root, "manifest.json")
 
     def case_record(self, case_id: str) -> str:
-        return join_url(self.root, "cases", f"{case_id}.json")
+        return join_url(self.cases_dir, f"{case_id}.json")
 
     def case_exclusion(self, case_id: str) -> str:
-        return join_url(self.root, "cases", f"{case_id}.excluded.json")
+        return join_url(self.cases_dir, f"{case_id}.excluded.json")
 
     def cropped_ct(self, case_id: str) -> str:
-        return join_url(self.root, "cases", f"{case_id}_ct.nii.gz")
+        return join_url(self.cases_dir, f"{case_id}_ct.nii.gz")
 
     def manual_masks(self, case_id: str) -> str:
-        return join_url(self.root, "cases", f"{case_id}_manual.npz")
+        return join_url(self.cases_dir, f"{case_id}_manual.npz")
 
     def cv_dice(self, strategy: int) -> str:
         return join_url(self.root, f"strategy{strategy}", "cv_dice.json")
@@ -79,4 +114,4 @@ class RunLayout:
         return join_url(self.organ_predictions_dir(case_id), f"{organ}.json")
 
     def prediction(self, strategy: int, case_id: str) -> str:
-        return join_url(self.root, "predictions", f"strategy{strategy}", f"{case_id}.nii.gz")
+        return join_url(self.predictions_dir(strategy), f"{case_id}.nii.gz")

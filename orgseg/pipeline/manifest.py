@@ -61,7 +61,7 @@ def _read_records(layout: RunLayout, names: list[str]) -> dict[str, dict]:
     """file name -> parsed JSON of committed case files, fetched concurrently."""
     if not names:
         return {}
-    urls = {join_url(layout.root, "cases", n): n for n in names}
+    urls = {join_url(layout.cases_dir, n): n for n in names}
     fs, _ = filesystem(next(iter(urls)))
     paths = {filesystem(u)[1]: n for u, n in urls.items()}
     blobs = fs.cat(list(paths), on_error="raise")

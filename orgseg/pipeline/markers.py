@@ -27,7 +27,9 @@ def unit_name(unit: UnitKey) -> str:
 
 
 def units_url(config: RunConfig) -> str:
-    return join_url(config.run_root, "units")
+    from orgseg.pipeline.layout import RunLayout
+
+    return RunLayout.of(config).units_dir
 
 
 def marker_url(config: RunConfig, job_name: str, unit: UnitKey) -> str:

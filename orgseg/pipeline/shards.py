@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from orgseg.errors import ConfigError
-from orgseg.io import exists, join_url, read_bytes, write_bytes
+from orgseg.io import exists, read_bytes, write_bytes
 
 if TYPE_CHECKING:
     from orgseg.config import RunConfig
@@ -66,7 +66,9 @@ _RECORDED: dict[str, dict[str, int]] = {}
 
 
 def shards_url(config: RunConfig) -> str:
-    return join_url(config.run_root, "jobs", "shards.json")
+    from orgseg.pipeline.layout import RunLayout
+
+    return RunLayout.of(config).jobs_file("shards.json")
 
 
 def check_shards(config: RunConfig) -> None:

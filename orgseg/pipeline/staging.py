@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 def nnunet_root(config: RunConfig) -> str:
     """Where the run's nnU-Net folders are committed (the run root's ``nnunet/``, unless
     ``nnunet.work_dir`` puts them elsewhere)."""
-    return config.nnunet.work_dir or join_url(config.run_root, "nnunet")
+    from orgseg.pipeline.layout import RunLayout
+
+    return RunLayout.of(config).nnunet_dir
 
 
 #: what a unit needs of nnU-Net's folders: (part, dataset, markers only)
