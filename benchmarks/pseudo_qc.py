@@ -106,7 +106,7 @@ def main() -> None:
     from orgseg.orchestrate.runner import train_all
     from orgseg.pipeline.jobs import JOB_NAMES
     from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
-    from orgseg.pipeline.qc import summary_text
+    from orgseg.pipeline.pseudo_qc import summary_text
     from orgseg.pipeline.units import run_job
 
     if args.fresh and args.work.exists():

@@ -29,7 +29,7 @@ def _label_pairs(values: Sequence[str] | None) -> dict[str, int] | None:
 
 
 def cmd_body_mask(args: argparse.Namespace) -> int:
-    from orgseg.pipeline.body import run_body_mask
+    from orgseg.pipeline.body_mask import run_body_mask
 
     result = run_body_mask(
         args.input,
@@ -279,7 +279,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     from orgseg.inference.bulk import BulkOptions
     from orgseg.io.storage import configure_storage
     from orgseg.models.store import resolve_model
-    from orgseg.orchestrate.bulk import BulkRequest, run_bulk
+    from orgseg.orchestrate.bulk_workload import BulkRequest, run_bulk
 
     storage = StorageConfig(endpoint_url=args.endpoint_url)
     configure_storage(storage)

@@ -199,7 +199,7 @@ def test_bulk_takes_executor_and_jobs_dir_from_its_profile_unless_flags_say(
     tmp_path, monkeypatch, phantom_model_dir
 ):
     """A fake submitter stands in for Slurm here; tests/cluster/test_bulk.py submits for real."""
-    import orgseg.orchestrate.bulk as slurm_bulk
+    import orgseg.orchestrate.bulk_workload as slurm_bulk
     from orgseg.core.volume import Volume
     from orgseg.io import write_volume
 

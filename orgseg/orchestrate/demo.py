@@ -19,7 +19,7 @@ from orgseg.orchestrate.runner import train_all
 from orgseg.pipeline.evaluate import format_dice_table
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.phantom_set import PhantomSetConfig, write_phantom_set
-from orgseg.pipeline.qc import summary_text
+from orgseg.pipeline.pseudo_qc import summary_text
 
 log = logging.getLogger(__name__)
 

@@ -207,7 +207,7 @@ def evaluate_test_cases(config: RunConfig) -> dict[str, dict[str, dict[str, floa
     chunking = run_chunking_check(config, manifest)
     if chunking is not None:
         extra.append(chunking)
-    from orgseg.pipeline.qc import qc_table
+    from orgseg.pipeline.pseudo_qc import qc_table
 
     qc = qc_table(config)
     if qc is not None:

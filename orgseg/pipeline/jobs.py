@@ -110,7 +110,7 @@ def _run_pseudo(config: RunConfig, unit: UnitKey) -> None:
 
 
 def _run_qc(config: RunConfig, unit: UnitKey) -> None:
-    from orgseg.pipeline.qc import run_qc
+    from orgseg.pipeline.pseudo_qc import run_qc
 
     run_qc(config)
 

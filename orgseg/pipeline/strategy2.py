@@ -129,7 +129,7 @@ def fuse_case(
 def _untrusted(config: RunConfig) -> dict[str, dict[str, list[str]]]:
     if config.fusion.untrusted == "keep":
         return {}
-    from orgseg.pipeline.qc import untrusted_masks
+    from orgseg.pipeline.pseudo_qc import untrusted_masks
 
     return untrusted_masks(config)
 

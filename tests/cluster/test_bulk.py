@@ -141,7 +141,7 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     from orgseg.config import load_cluster_profile
     from orgseg.inference.bulk import BulkOptions, discover_archive, write_plan
     from orgseg.inference.model import ModelOptions
-    from orgseg.orchestrate.bulk import submit_bulk
+    from orgseg.orchestrate.bulk_workload import submit_bulk
 
     cases = discover_archive(archive)
     ids = {c.case_id for c in cases}

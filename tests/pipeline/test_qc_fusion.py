@@ -20,7 +20,7 @@ from orgseg.errors import ConfigError
 from orgseg.io import read_volume, write_bytes, write_volume
 from orgseg.pipeline.cases import CaseRecord, Manifest
 from orgseg.pipeline.layout import RunLayout
-from orgseg.pipeline.qc import run_qc, untrusted_masks
+from orgseg.pipeline.pseudo_qc import run_qc, untrusted_masks
 from orgseg.pipeline.review import parse_review
 from orgseg.pipeline.strategy2 import fused_records, ignore_id, run_fusion_shard
 
@@ -137,7 +137,7 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
         assert Path(run.qc_file(f"sheets/{organ}.png")).read_bytes()[:4] == b"\x89PNG"
     # the report's QC section: summary.csv row for row, each organ's sheet shown
     from orgseg.evaluation.tables import html_table, markdown
-    from orgseg.pipeline.qc import qc_table
+    from orgseg.pipeline.pseudo_qc import qc_table
 
     section = qc_table(config)
     assert section is not None and section.title == "Pseudo-label quality control"
@@ -153,7 +153,7 @@ def test_qc_flags_implausible_empty_and_disagreeing_masks_and_writes_its_folder(
 def test_a_collapsed_fold_is_reported_and_left_out_of_the_agreement(tmp_path, caplog, exclude):
     import dataclasses
 
-    from orgseg.pipeline.qc import assess, summary_lines
+    from orgseg.pipeline.pseudo_qc import assess, summary_lines
 
     config = build_run(tmp_path)
     qc = dataclasses.replace(config.pseudo_labels.qc, exclude_collapsed_folds=exclude)
@@ -166,7 +166,7 @@ def test_a_collapsed_fold_is_reported_and_left_out_of_the_agreement(tmp_path, ca
         record = json.loads(Path(url).read_text())
         record["qc"].update(fold_voxels=[400 + i, 0], fold_overlaps=[0], fold_agreement=0.0)
         write_bytes(url, json.dumps(record).encode())
-    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.qc"):
+    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.pseudo_qc"):
         run_qc(config)
     assert "lungs's ensemble fold 1 predicts (nearly) nothing in 6 of 6" in caplog.text
     rows = qc_rows(config)
@@ -199,7 +199,7 @@ def test_folds_that_all_but_miss_the_organ_are_flagged_not_forgiven(tmp_path, ca
             fold_voxels=[4, 0], fold_overlaps=[0], fold_agreement=0.0, volume_ml=0.2
         )
         write_bytes(url, json.dumps(record).encode())
-    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.qc"):
+    with caplog.at_level(logging.WARNING, logger="orgseg.pipeline.pseudo_qc"):
         run_qc(config)
     assert "predicts (nearly) nothing" not in caplog.text
     rows = qc_rows(config)
