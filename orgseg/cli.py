@@ -165,16 +165,18 @@ def _with_executor(config, executor: str | None):
 
 def cmd_train_all(args: argparse.Namespace) -> int:
     from orgseg.orchestrate import plan, runner
+    from orgseg.orchestrate.executors import run_executor
 
     config = _with_executor(_load_config(args.config), args.executor)
     if args.dry_run:
         sys.stdout.write(plan.plan_text(config, *plan.plan(config)) + "\n")
         return 0
     wall = runner.train_all(config)
-    if config.cluster.executor in ("slurm", "awsbatch"):
+    backend = run_executor(config)
+    if backend.submits:
         sub = runner.load_submission(config)
         for name, tasks in sub.jobs.items():
-            ids = sorted({t["task"].split("_")[0].split(":")[0] for t in tasks})
+            ids = sorted({backend.job_of(t["task"]) for t in tasks})
             sys.stdout.write(f"{name:<16} {len(tasks):>4} tasks  job {','.join(ids)}\n")
         if not args.wait:
             sys.stdout.write(f"submitted; follow with: orgseg status -c {args.config}\n")

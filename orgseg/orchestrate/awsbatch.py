@@ -34,6 +34,7 @@ import yaml
 from orgseg.config import BatchConfig, StageResources, run_config_data
 from orgseg.errors import ConfigError, JobError
 from orgseg.io import join_url, read_bytes, write_bytes
+from orgseg.orchestrate.executors import batch_job_of
 from orgseg.orchestrate.submission import submit_pending
 from orgseg.pipeline.layout import RunLayout
 from orgseg.pipeline.markers import UnitKey
@@ -161,7 +162,7 @@ def submit_batch(config: RunConfig, client=None):  # noqa: ANN001, ANN201
         config,
         lambda tasks: batch_states(client, tasks),
         ACTIVE_STATES,
-        lambda task: task.split(":")[0],
+        batch_job_of,
         send,
     )
 
@@ -221,24 +222,15 @@ def _ended(job: Mapping[str, Any]) -> bool:
     return job["status"] not in ACTIVE_STATES
 
 
-def wait_batch(client, job_ids: Sequence[str], *, timeout_s: float, poll_s: float = 5.0) -> dict:  # noqa: ANN001
-    """Poll until every job has ended (an array job: all its children); returns their
-    statuses (JobError on a time-out)."""
-    import time
-
-    t0 = time.perf_counter()
-    while True:
-        jobs = [
-            j
-            for chunk in _chunks(sorted(set(job_ids)), 100)
-            for j in client.describe_jobs(jobs=list(chunk))["jobs"]
-        ]
-        states = {j["jobId"]: j["status"] for j in jobs}
-        if jobs and all(_ended(j) for j in jobs):
-            return states
-        if time.perf_counter() - t0 > timeout_s:
-            raise JobError(f"Batch jobs not finished after {timeout_s:.0f} s: {states}")
-        time.sleep(poll_s)
+def jobs_ended(client, job_ids: Sequence[str]) -> tuple[bool, dict[str, str]]:  # noqa: ANN001
+    """Whether every one of these jobs has ended (an array job: all its children), and
+    their statuses."""
+    jobs = [
+        j
+        for chunk in _chunks(sorted(set(job_ids)), 100)
+        for j in client.describe_jobs(jobs=list(chunk))["jobs"]
+    ]
+    return bool(jobs) and all(_ended(j) for j in jobs), {j["jobId"]: j["status"] for j in jobs}
 
 
 # --- orgseg bulk on Batch: the shards as one array job, then the finalize job ------------
@@ -340,9 +332,10 @@ def run_bulk_child(
     spec = json.loads(read_bytes(spec_url))
     if finalize:
         if after:
-            client = client or batch_client(BatchConfig(**spec.get("batch", {})))
-            states = wait_batch(client, [after], timeout_s=FINALIZE_WAIT_S,
-                                poll_s=FINALIZE_POLL_S)  # fmt: skip
+            from orgseg.orchestrate.executors import BatchExecutor, wait_jobs
+
+            shards = BatchExecutor(BatchConfig(**spec.get("batch", {})), client)
+            states = wait_jobs(shards, [after], timeout_s=FINALIZE_WAIT_S, poll_s=FINALIZE_POLL_S)
             log.info("bulk finalize: the shards ended %s", states)
         return finalize_run(dest)
     options = load_dataclass(BulkOptions, spec["options"], where=spec_url)

@@ -103,7 +103,9 @@ def _small(resources: StageResources) -> StageResources:
 
 
 def _array_id(jobs: list) -> str:
-    return str(jobs[0].job_id).split("_")[0]
+    from orgseg.orchestrate.executors import slurm_job_of
+
+    return slurm_job_of(jobs[0].job_id)
 
 
 def submit_bulk(
@@ -162,6 +164,20 @@ def submit_bulk(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BulkJobs:
+    """A planned bulk run as a backend submits it: its shards, then its finalize step."""
+
+    dest: str
+    model_url: str
+    model_options: Any
+    options: Any  # BulkOptions (its shards)
+    resources: StageResources
+    storage: StorageConfig
+    #: (source URL, parts): discover the archive as an array of parts first (Slurm)
+    discovery: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BulkRequest:
     """One ``orgseg bulk`` invocation, parsed: where from, where to, with what model and
     options, on which executor (the flags overruling the cluster profile)."""
@@ -190,6 +206,8 @@ def run_bulk(
     from orgseg.inference import bulk
     from orgseg.inference.archive import cases_from_index
     from orgseg.inference.bulk_state import merge_discovery, write_discovery_part
+    from orgseg.orchestrate.executors import executor as executor_named
+    from orgseg.orchestrate.executors import wait_jobs
 
     r = request
     executor = r.executor or r.profile.executor
@@ -219,53 +237,30 @@ def run_bulk(
         return [bulk.plan_text(cases, r.dest, r.options.shards, price_per_task_hour=price)], 0
     if cases is not None:
         bulk.write_plan(r.dest, cases)  # the manifest exists before any work starts
-    lines: list[str] = []
-    if executor == "slurm":
-        from orgseg.orchestrate.slurm import wait_for_jobs
-
-        jobs = submit_bulk(
-            r.dest,
+    backend = executor_named(
+        executor, jobs_dir=r.jobs_dir or r.profile.jobs_dir, batch=r.profile.batch
+    )
+    jobs = backend.submit_bulk(
+        BulkJobs(
+            dest=r.dest,
             model_url=r.model_url,
             model_options=r.model_options,
             options=r.options,
             resources=resources,
-            jobs_dir=r.jobs_dir or r.profile.jobs_dir,
             storage=r.storage,
             discovery=(r.source, parts) if on_slurm_parts and r.source else None,
         )
+    )
+    lines: list[str] = []
+    if jobs:
         first = f"{parts} discovery part(s), their merge, " if on_slurm_parts else ""
         lines.append(
-            f"submitted {first}{r.options.shards} shard task(s) and a finalize job: {jobs}"
+            f"submitted {first}{r.options.shards} shard task(s) and a finalize job on "
+            f"{backend.name}: {' '.join(jobs)}"
         )
         if not r.wait:
             return lines, 0
-        wait_for_jobs(jobs, timeout_s=r.wait_timeout_s)
-    elif executor == "awsbatch":
-        from orgseg.orchestrate.awsbatch import batch_client, submit_bulk_batch, wait_batch
-
-        jobs = submit_bulk_batch(
-            r.dest,
-            model_url=r.model_url,
-            model_options=r.model_options,
-            options=r.options,
-            resources=resources,
-            batch=r.profile.batch,
-            storage_endpoint=r.storage.endpoint_url,
-        )
-        lines.append(
-            f"submitted {r.options.shards} shard(s) as Batch job {jobs[0]}, finalize "
-            f"{jobs[1]}; follow with: aws batch describe-jobs --jobs {' '.join(jobs)}"
-        )
-        if not r.wait:
-            return lines, 0
-        states = wait_batch(batch_client(r.profile.batch), jobs, timeout_s=r.wait_timeout_s)
-        lines.append(f"Batch jobs ended: {states}")
-    elif executor == "local":
-        for shard in range(r.options.shards):
-            bulk.run_shard(r.dest, shard, model_url=r.model_url,
-                           model_options=r.model_options, options=r.options)  # fmt: skip
-        bulk.finalize(r.dest)
-    else:
-        raise ConfigError(f"unknown executor {executor!r}; expected local, slurm or awsbatch")
+        states = wait_jobs(backend, jobs, timeout_s=r.wait_timeout_s, poll_s=5.0)
+        lines.append(f"jobs ended: {states}")
     summary = bulk.summary_lines(r.dest, price_per_task_hour=price)
     return lines + summary, 1 if any(line.startswith("FAILED") for line in summary) else 0

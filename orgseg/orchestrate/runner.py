@@ -1,5 +1,5 @@
-"""``train-all``: every pending unit of the job table, in this process or on Slurm; status
-and wait.
+"""``train-all``: every pending unit of the job table, through the run's executor (this
+process, Slurm or AWS Batch: :mod:`orgseg.orchestrate.executors`); status and wait.
 
 ``submit`` sends every job that still has units to do as one Slurm job array (one task
 per unit), chained with ``afterok`` dependencies, so the driver can exit at once. Units
@@ -24,7 +24,7 @@ from typing import Any
 from orgseg.config import RunConfig
 from orgseg.errors import ConfigError, JobError
 from orgseg.io.storage import configure_storage
-from orgseg.orchestrate.awsbatch import ACTIVE_STATES as BATCH_ACTIVE
+from orgseg.orchestrate.executors import run_executor, slurm_job_of
 from orgseg.orchestrate.sbatch import dependency_of, job_resources
 from orgseg.orchestrate.slurm import ACTIVE_STATES, scheduler_states, start_task, submit_array
 from orgseg.orchestrate.submission import Submission, load_submission, submit_pending
@@ -82,7 +82,7 @@ def run_local(config: RunConfig) -> float:
 
 def train_all(config: RunConfig, *, executor: str | None = None) -> float:
     """Every pending unit of the run (skipping what is committed): in this process
-    (``local``), or submitted to Slurm (``slurm``: returns once submitted). Returns the
+    (``local``), or submitted to Slurm or AWS Batch (returns once submitted). Returns the
     wall time in s."""
     import dataclasses
 
@@ -92,19 +92,7 @@ def train_all(config: RunConfig, *, executor: str | None = None) -> float:
         )
     check_config(config)
     t0 = time.perf_counter()
-    if config.cluster.executor == "slurm":
-        submit(config)
-    elif config.cluster.executor == "awsbatch":
-        from orgseg.orchestrate.awsbatch import submit_batch
-
-        submit_batch(config)
-    elif config.cluster.executor == "local":
-        run_local(config)
-    else:
-        raise ConfigError(
-            f"executor {config.cluster.executor!r} is not available; use 'local', 'slurm' "
-            "or 'awsbatch'"
-        )
+    run_executor(config).submit_run(config)
     return time.perf_counter() - t0
 
 
@@ -127,25 +115,14 @@ def submit(config: RunConfig) -> Submission:
             dependency=dependency_of(after),
             max_timeouts=config.cluster.max_timeouts,
         )
-        job_id = str(submitted[0].job_id).split("_")[0]
+        job_id = slurm_job_of(submitted[0].job_id)
         log.info(
             "submitted %s: %d units as job %s%s", job.name, len(units), job_id,
             f" after {dependency_of(after)}" if after else "",
         )  # fmt: skip
         return job_id, [str(sj.job_id) for sj in submitted]
 
-    return submit_pending(
-        config, scheduler_states, ACTIVE_STATES, lambda task: task.split("_")[0], send
-    )
-
-
-def _states(config: RunConfig, task_ids: list[str]) -> dict[str, str]:
-    """Scheduler state of each task of the last submission (Slurm's or Batch's)."""
-    if config.cluster.executor == "awsbatch":
-        from orgseg.orchestrate.awsbatch import batch_client, batch_states
-
-        return batch_states(batch_client(config.cluster.batch), task_ids) if task_ids else {}
-    return scheduler_states(task_ids)
+    return submit_pending(config, scheduler_states, ACTIVE_STATES, slurm_job_of, send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +138,7 @@ def status(config: RunConfig) -> list[JobStatus]:
     configure_storage(config.storage)
     sub = load_submission(config)
     tasks = {name: [t["task"] for t in ts] for name, ts in sub.jobs.items()}
-    states = _states(config, [t for ts in tasks.values() for t in ts])
+    states = run_executor(config).states([t for ts in tasks.values() for t in ts])
     done = committed(config)
     out = []
     for job in JOBS:
@@ -190,12 +167,13 @@ def wait(
     t0 = time.perf_counter()
     interval = poll_s
     last_done = -1
+    backend = run_executor(config)
     while True:
         rows = status(config)
         if all(r.done == r.units for r in rows):
             return rows
         failed = {s for r in rows for s in r.scheduler if s in FAILED_STATES}
-        active = any(s in ACTIVE_STATES | BATCH_ACTIVE for r in rows for s in r.scheduler)
+        active = any(s in backend.active_states for r in rows for s in r.scheduler)
         if failed and not active:
             raise JobError(f"jobs ended without finishing the run:\n{status_text(rows)}")
         if time.perf_counter() - t0 > timeout_s:

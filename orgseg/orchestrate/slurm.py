@@ -7,12 +7,10 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from orgseg.config import StageResources, StorageConfig
-from orgseg.errors import JobError
 from orgseg.io.storage import configure_storage
 from orgseg.orchestrate.sbatch import python_command, slurm_parameters
 
@@ -154,15 +152,3 @@ def submit_array(
     with executor.batch():
         jobs = [executor.submit(t) for t in tasks]
     return jobs
-
-
-def wait_for_jobs(job_ids: Sequence[str], *, timeout_s: float, poll_s: float = 2.0) -> None:
-    """Until no task of these jobs is queued or running."""
-    t0 = time.perf_counter()
-    while True:
-        states = scheduler_states(list(job_ids))
-        if not any(s in ACTIVE_STATES for s in states.values()) and states:
-            return
-        if time.perf_counter() - t0 > timeout_s:
-            raise JobError(f"jobs {list(job_ids)} still running after {timeout_s:.0f} s")
-        time.sleep(poll_s)
