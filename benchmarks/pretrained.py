@@ -14,8 +14,9 @@ The scan is a 512x512xN whole-body phantom at 0.8x0.8x1.5 mm (as
 ``chunked_inference.py`` builds one). Each tool runs as a fresh process on 2 threads:
 TotalSegmentator offline (``TOTALSEG_WEIGHTS_PATH`` at the parts, usage statistics off)
 with ``--ml -d cpu``; orgseg with ``--ml``. Seconds are the whole process (reading,
-loading, writing included); peak RSS is the largest resident sum over the process and
-its children, sampled at 20 Hz. Dice is per class present in either output, inside the
+loading, writing included); peak memory is the largest proportional set size (PSS)
+summed over the process and its children, sampled at 20 Hz (a plain RSS sum counts the
+pages forked workers share once per worker). Dice is per class present in either output, inside the
 body contour.
 
 Targets (issue #29): rss_ratio (orgseg / TotalSegmentator) <= 0.25, time_ratio <= 0.5,

@@ -188,7 +188,7 @@ def test_bulk_on_slurm_killed_then_rerun_does_every_case_once(
     out = capsys.readouterr().out
     assert rc == 1  # some cases failed
     submitted = out.split("submitted", 1)[1].splitlines()[0]
-    discovery_job, merge_job = submitted.split("[", 1)[1].replace("'", "").split(", ")[:2]
+    discovery_job, merge_job = submitted.split(": ", 1)[1].split()[:2]  # then shards, final
     assert _state(discovery_job).split() == ["COMPLETED", "COMPLETED"]  # one task per part
     assert _state(merge_job).split() == ["COMPLETED"]
     parts = [json.loads(read_bytes(f"{dest}/.orgseg/discovery/{k}.json")) for k in range(2)]
