@@ -324,33 +324,34 @@ MODEL_HELP = (
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    from orgseg.configtools import field_help
+    from orgseg.inference.options import EngineOptions
+
+    engine = field_help(EngineOptions)  # each engine flag's help is its field's comment
     p.add_argument("--folds", type=_folds, help="folds to ensemble, e.g. 0,1,2 (default: all)")
     p.add_argument(
         "--chunk-mode",
         choices=("stream", "blend"),
-        default="stream",
-        help="stream: nnU-Net's whole-scan tiling a tile row at a time, equal to unchunked "
-        "(default; models that cannot be streamed fall back to blend); blend: chunks of "
-        "--chunk-mm overlapping by --overlap-mm, blended",
+        default=DEFAULTS.mode,
+        help=f"{engine['mode']} (default {DEFAULTS.mode})",
     )
     p.add_argument(
         "--chunk-mm",
         type=float,
         default=DEFAULTS.chunk_mm,
-        help=f"blend mode: chunk length (default {DEFAULTS.chunk_mm:g})",
+        help=f"blend mode: {engine['chunk_mm']} (default {DEFAULTS.chunk_mm:g}; --no-chunk)",
     )
     p.add_argument(
         "--overlap-mm",
         type=float,
         default=DEFAULTS.overlap_mm,
-        help=f"blend mode: chunk overlap (default {DEFAULTS.overlap_mm:g})",
+        help=f"blend mode: {engine['overlap_mm']} (default {DEFAULTS.overlap_mm:g})",
     )
     p.add_argument(
         "--tile-batch",
         type=int,
         default=DEFAULTS.tile_batch,
-        help="stream mode: tiles per forward pass (default 1: nnU-Net's own results bit for "
-        "bit; 2+ is faster, near-tie voxels may differ)",
+        help=f"{engine['tile_batch']} (default {DEFAULTS.tile_batch})",
     )
     p.add_argument("--no-chunk", action="store_true", help="segment each scan in one piece")
     p.add_argument("--no-body-crop", action="store_true", help="keep table and objects")

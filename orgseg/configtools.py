@@ -6,6 +6,8 @@ Unknown keys are an error that lists the valid ones; missing required keys likew
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -143,3 +145,25 @@ def _overrides(value: Any, base: Any, *, where: str) -> dict[str, Any]:
         str(k): load_dataclass(type(base), v, where=f"{where}.{k}", base=base)
         for k, v in value.items()
     }
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The ``#:`` comment lines written above each field of a dataclass, joined: the one
+    description of a field, shown by the CLI's help and the configuration reference."""
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    last = ""  # a comment covers the fields right below it, up to a blank line
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        m = re.match(r"(\w+)\s*:", text)
+        if m and not text.startswith(("def ", "class ", "@", "return")):
+            last = " ".join(pending) if pending else last
+            if last:
+                out[m.group(1)] = last
+        elif not text.startswith(")"):  # not the end of a multi-line field
+            last = ""
+        pending = []
+    return out

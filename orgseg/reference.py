@@ -16,6 +16,8 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+from orgseg.configtools import field_help
+
 #: the width the CLI reference's help texts are wrapped at (independent of the terminal)
 HELP_COLUMNS = 96
 #: the generated files, relative to the repository root
@@ -57,27 +59,6 @@ def cli_reference() -> str:
         else:
             os.environ["COLUMNS"] = old
     return "\n".join(parts) + "\n"
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """The ``#:`` comment lines written above each field of a dataclass, joined."""
-    out: dict[str, str] = {}
-    pending: list[str] = []
-    last = ""  # a comment covers the fields right below it, up to a blank line
-    for line in inspect.getsource(cls).splitlines():
-        text = line.strip()
-        if text.startswith("#:"):
-            pending.append(text[2:].strip())
-            continue
-        m = re.match(r"(\w+)\s*:", text)
-        if m and not text.startswith(("def ", "class ", "@", "return")):
-            last = " ".join(pending) if pending else last
-            if last:
-                out[m.group(1)] = last
-        elif not text.startswith(")"):  # not the end of a multi-line field
-            last = ""
-        pending = []
-    return out
 
 
 def _type_name(hint: object) -> str:
@@ -136,7 +117,7 @@ def config_reference() -> str:
     ]
     for section, cls in _sections(RunConfig, ""):
         hints = typing.get_type_hints(cls)
-        comments = field_comments(cls)
+        comments = field_help(cls)
         doc = inspect.getdoc(cls) or ""
         if doc.startswith(cls.__name__ + "("):  # the dataclass's generated signature
             doc = ""

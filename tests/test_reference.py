@@ -80,3 +80,17 @@ def test_the_readmes_links_lead_somewhere():
         for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
             if "://" not in link:
                 assert (doc.parent / link).exists(), f"{doc.name} links to missing {link}"
+
+
+def test_the_engine_flags_help_is_the_fields_own_description():
+    from orgseg.cli import build_parser
+    from orgseg.configtools import field_help
+    from orgseg.inference.options import EngineOptions
+
+    subcommands = dict(reference._subcommands(build_parser()))
+    described = field_help(EngineOptions)
+    for command in ("segment", "bulk"):
+        helps = {a.dest: a.help for a in subcommands[command]._actions}
+        for flag in ("chunk_mode", "chunk_mm", "overlap_mm", "tile_batch"):
+            field = "mode" if flag == "chunk_mode" else flag
+            assert described[field] in helps[flag], (command, flag)
