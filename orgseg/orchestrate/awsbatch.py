@@ -105,14 +105,19 @@ def _chunks(items: Sequence[str], n: int) -> Iterator[Sequence[str]]:
         yield items[i : i + n]
 
 
+def describe(client, ids: Sequence[str]) -> list[dict]:  # noqa: ANN001
+    """Batch's description of each job or task (``<job id>`` or ``<array job id>:<index>``),
+    asked 100 at a time (DescribeJobs' limit)."""
+    return [
+        j
+        for chunk in _chunks(sorted(set(ids)), 100)
+        for j in client.describe_jobs(jobs=list(chunk))["jobs"]
+    ]
+
+
 def batch_states(client, task_ids: Sequence[str]) -> dict[str, str]:  # noqa: ANN001
-    """Batch status of each task (``<job id>`` or ``<array job id>:<index>``), asked 100
-    at a time."""
-    out: dict[str, str] = {}
-    for chunk in _chunks(sorted(set(task_ids)), 100):
-        for j in client.describe_jobs(jobs=list(chunk))["jobs"]:
-            out[j["jobId"]] = j["status"]
-    return out
+    """Batch status of each task."""
+    return {j["jobId"]: j["status"] for j in describe(client, task_ids)}
 
 
 def submit_batch(config: RunConfig, client=None):  # noqa: ANN001, ANN201
@@ -225,11 +230,7 @@ def _ended(job: Mapping[str, Any]) -> bool:
 def jobs_ended(client, job_ids: Sequence[str]) -> tuple[bool, dict[str, str]]:  # noqa: ANN001
     """Whether every one of these jobs has ended (an array job: all its children), and
     their statuses."""
-    jobs = [
-        j
-        for chunk in _chunks(sorted(set(job_ids)), 100)
-        for j in client.describe_jobs(jobs=list(chunk))["jobs"]
-    ]
+    jobs = describe(client, job_ids)
     return bool(jobs) and all(_ended(j) for j in jobs), {j["jobId"]: j["status"] for j in jobs}
 
 
